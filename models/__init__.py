@@ -1,0 +1,1 @@
+"""Bundled MONAI bundles and the analgesia model (installed as ``planner.bundled_models``)."""

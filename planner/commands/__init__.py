@@ -1,0 +1,1 @@
+"""Sub-commands of ``plexplan`` from the pure core (see ``planner.cli``)."""

@@ -1,0 +1,1 @@
+"""Bundled sample cases as DICOM series (installed as ``planner.bundled_samples``)."""

@@ -1,0 +1,1 @@
+"""Sub-commands of ``plexplan`` that need MONAI (imported lazily inside ``run``)."""
