@@ -1,0 +1,76 @@
+"""``plexplan train CONFIG``: train a segmentation model from a YAML config (torch loads in ``run``)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+NAME = "train"
+HELP = "train a segmentation model from a YAML config (cross-validation, then the shipped model)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="training config, e.g. segmentation/configs/us_nerve.yaml")
+    parser.add_argument("--out", default="train_out", help="output folder (metrics, fold predictions, weights)")
+    parser.add_argument("--max-steps", type=int, default=None,
+                        help="stop each training run after N optimiser steps (smoke test)")
+    parser.add_argument("--limit-frames", type=int, default=None, help="use only the first N frames (smoke test)")
+    parser.add_argument("--folds", type=int, nargs="*", default=None, help="run only these folds (0-based)")
+    parser.add_argument("--no-final", action="store_true", help="skip training the final all-data model")
+    parser.add_argument("--bundle", default=None,
+                        help="write a MONAI bundle of the final model into this folder")
+
+
+def read_config(path: str | Path) -> dict:
+    """The YAML mapping in ``path``, with ``data_dir`` resolved against the shared data folder."""
+    import yaml
+
+    from planner.config import shared_data_dir
+    from planner.errors import ModelError
+
+    p = Path(path)
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ModelError(f"{p}: cannot read the training config ({exc})") from None
+    if not isinstance(raw, dict) or "task" not in raw:
+        raise ModelError(f"{p}: a training config is a mapping with a 'task' key (e.g. task: us_nerve)")
+    data_dir = Path(str(raw.get("data_dir", "")))
+    if not data_dir.is_absolute():
+        data_dir = shared_data_dir() / data_dir
+    raw["data_dir"] = str(data_dir)
+    return raw
+
+
+def run(args: argparse.Namespace) -> int:
+    from planner.errors import ModelError
+
+    raw = read_config(args.config)
+    task = raw["task"]
+    if task != "us_nerve":
+        raise ModelError(f"{args.config}: unknown task {task!r}; this version trains 'us_nerve'")
+    from segmentation import ultrasound
+
+    bundle_opts = raw.get("bundle") or {}
+    cfg = ultrasound.TrainConfig.from_mapping(raw)
+    if args.limit_frames is not None:
+        cfg.limit_frames = args.limit_frames
+    if args.folds is not None:
+        cfg.folds_to_run = tuple(args.folds)
+    if args.no_final:
+        cfg.final_model = False
+    if not Path(cfg.data_dir).is_dir():
+        raise ModelError(f"{cfg.data_dir}: training data folder not found (set PLANNER_SHARED_DATA)")
+    summary = ultrasound.run_training(cfg, args.out, max_steps=args.max_steps)
+    for name in ("nerve", "vessel"):
+        if f"dice_{name}" in summary:
+            m = summary[f"dice_{name}"]
+            print(f"cross-validated {name} Dice {m['mean']:.3f} (95% CI {m['ci95'][0]:.3f}-{m['ci95'][1]:.3f}, "
+                  f"n={m['n']})")
+    print(f"wrote {args.out} in {summary['total_seconds']:.0f} s")
+    if args.bundle and cfg.final_model:
+        from segmentation.bundle import write_us_bundle
+
+        write_us_bundle(args.bundle, Path(args.out), cfg, name=bundle_opts.get("name", "us_nerve_seg"))
+        print(f"wrote bundle {args.bundle}")
+    return 0

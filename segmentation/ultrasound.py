@@ -1,0 +1,596 @@
+"""Ultrasound nerve and blood-vessel segmentation: data, transforms, network, training, inference.
+
+Frames of any size are *letterboxed* onto a square grid (default 256x256): scaled to fit,
+keeping the aspect ratio, placed at the top (the skin line stays at row 0) and centred
+left-right, with zero padding. Predictions are mapped back onto the original frame, so the
+output keeps the image's pixel grid and therefore its physical calibration.
+
+Model output channels: 0 background, 1 nerve, 2 blood vessel (the order of the
+``usgra-seg`` palette masks). The bundle's metadata maps them onto the anatomy vocabulary
+(``brachial_plexus``, ``blood_vessel``), see :data:`CHANNEL_NAMES`.
+
+This module imports torch and MONAI at module level: import it only inside command
+``run`` functions (never from ``planner``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Hashable, Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.config import KeysCollection
+from monai.transforms import (
+    Compose,
+    MapTransform,
+    RandAdjustContrastd,
+    RandAffined,
+    RandFlipd,
+    Randomizable,
+    RandScaleIntensityd,
+)
+
+from planner.errors import ModelError, VolumeError
+
+log = logging.getLogger(__name__)
+
+#: model output channel -> anatomy vocabulary name (0 is background)
+CHANNEL_NAMES: dict[int, str] = {0: "background", 1: "brachial_plexus", 2: "blood_vessel"}
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+# ---------------------------------------------------------------------------- letterbox
+@dataclass(frozen=True)
+class Letterbox:
+    """Where a frame of ``height x width`` sits inside the ``size x size`` model grid."""
+
+    height: int
+    width: int
+    size: int
+
+    @property
+    def scale(self) -> float:
+        return min(self.size / self.height, self.size / self.width)
+
+    @property
+    def content_hw(self) -> tuple[int, int]:
+        return (max(1, min(self.size, round(self.height * self.scale))),
+                max(1, min(self.size, round(self.width * self.scale))))
+
+    @property
+    def left(self) -> int:
+        return (self.size - self.content_hw[1]) // 2
+
+
+def letterbox(frames: torch.Tensor, size: int, mode: str = "bilinear") -> tuple[torch.Tensor, Letterbox]:
+    """Scale ``[N, C, H, W]`` frames to fit ``size x size`` (aspect kept), top-aligned, zero padded.
+
+    ``mode`` "nearest" is for label maps; "bilinear" uses antialiasing when shrinking.
+    """
+    n, c, h, w = frames.shape
+    box = Letterbox(h, w, size)
+    ch, cw = box.content_hw
+    if (ch, cw) == (h, w):
+        content = frames
+    elif mode == "nearest":
+        content = F.interpolate(frames, size=(ch, cw), mode="nearest")
+    else:
+        content = F.interpolate(frames.float(), size=(ch, cw), mode="bilinear", align_corners=False,
+                                antialias=True)
+    out = torch.zeros((n, c, size, size), dtype=content.dtype)
+    out[:, :, :ch, box.left:box.left + cw] = content
+    return out, box
+
+
+def unletterbox(maps: torch.Tensor, box: Letterbox) -> torch.Tensor:
+    """Inverse of :func:`letterbox` for ``[N, C, size, size]`` probability maps (bilinear)."""
+    ch, cw = box.content_hw
+    content = maps[:, :, :ch, box.left:box.left + cw]
+    if (ch, cw) == (box.height, box.width):
+        return content
+    return F.interpolate(content, size=(box.height, box.width), mode="bilinear", align_corners=False)
+
+
+def to_greyscale(frames: np.ndarray) -> np.ndarray:
+    """``[N, H, W]`` or ``[N, H, W, 3|4]`` frames to float32 greyscale in [0, 1] range of uint8 input."""
+    arr = np.asarray(frames)
+    if arr.ndim == 4:
+        if arr.shape[-1] not in (3, 4):
+            raise VolumeError(f"frames have {arr.shape[-1]} channels; expected greyscale or RGB")
+        rgb = arr[..., :3].astype(np.float32)
+        arr = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    if arr.ndim != 3:
+        raise VolumeError(f"expected frames [N, H, W], got shape {arr.shape}")
+    arr = arr.astype(np.float32)
+    top = float(arr.max()) if arr.size else 0.0
+    if top > 255.0:  # 16-bit ultrasound: rescale its own range onto 8-bit
+        arr = arr * (255.0 / top)
+    return arr / 255.0
+
+
+def read_frame_image(path: str | Path) -> np.ndarray:
+    """A PNG/JPEG frame as a ``[1, H, W]`` uint8 greyscale array (RGB/palette converted)."""
+    from PIL import Image, UnidentifiedImageError
+
+    p = Path(path)
+    try:
+        with Image.open(p) as im:
+            grey = np.asarray(im.convert("L"))
+    except (UnidentifiedImageError, OSError) as exc:
+        raise VolumeError(f"{p}: not a readable PNG/JPEG image ({exc})") from None
+    if grey.size == 0:
+        raise VolumeError(f"{p}: the image has no pixels")
+    return grey[None]
+
+
+# ---------------------------------------------------------------------------- dataset
+@dataclass(frozen=True)
+class UltrasoundDataset:
+    """Frames and masks letterboxed to the model grid, in memory.
+
+    ``images`` ``[N, 1, S, S]`` float32 in [0, 1]; ``masks`` ``[N, 1, S, S]`` uint8 (0, 1, 2);
+    ``content`` the letterbox of each frame; ``ids`` the file stems (frame numbers).
+    """
+
+    ids: tuple[str, ...]
+    images: torch.Tensor
+    masks: torch.Tensor
+    content: tuple[Letterbox, ...]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def subset(self, index: Sequence[int]) -> "UltrasoundDataset":
+        idx = list(index)
+        return UltrasoundDataset(tuple(self.ids[i] for i in idx), self.images[idx], self.masks[idx],
+                                 tuple(self.content[i] for i in idx))
+
+
+def load_dataset(root: str | Path, size: int = 256, limit: int | None = None) -> UltrasoundDataset:
+    """Read ``root/images/*.png`` with palette masks ``root/masks/*.png`` (1 nerve, 2 vessel)."""
+    from PIL import Image
+
+    root = Path(root)
+    image_files = sorted((root / "images").glob("*.png"))
+    if not image_files:
+        raise VolumeError(f"{root}: no images/*.png found; point the config's data_dir at the usgra-seg dataset")
+    if limit is not None:
+        image_files = image_files[:limit]
+    ids, images, masks, boxes = [], [], [], []
+    for f in image_files:
+        mask_file = root / "masks" / f.name
+        if not mask_file.exists():
+            raise VolumeError(f"{f}: no matching mask {mask_file}")
+        with Image.open(f) as im:
+            grey = np.asarray(im.convert("L"), dtype=np.float32) / 255.0
+        with Image.open(mask_file) as mm:
+            if mm.mode not in ("P", "L"):
+                raise VolumeError(f"{mask_file}: expected a palette/index mask, got mode {mm.mode}")
+            mask = np.array(mm, dtype=np.uint8)
+        if mask.shape != grey.shape:
+            raise VolumeError(f"{mask_file}: mask shape {mask.shape} differs from image {grey.shape}")
+        if mask.max() > 2:
+            raise VolumeError(f"{mask_file}: mask values {np.unique(mask).tolist()} outside 0 (bg), 1 (nerve), 2 (vessel)")
+        img_t, box = letterbox(torch.from_numpy(grey)[None, None], size)
+        mask_t, _ = letterbox(torch.from_numpy(mask)[None, None], size, mode="nearest")
+        ids.append(f.stem)
+        images.append(img_t[0])
+        masks.append(mask_t[0])
+        boxes.append(box)
+    return UltrasoundDataset(tuple(ids), torch.stack(images), torch.stack(masks), tuple(boxes))
+
+
+def grouped_folds(ids: Sequence[str], n_folds: int, group_size: int, seed: int) -> list[list[int]]:
+    """Seeded k-fold split that keeps runs of consecutive frame numbers together.
+
+    The dataset records no volunteer or region per frame; frames acquired one after another
+    carry consecutive numbers, so blocks of ``group_size`` numbers (``number // group_size``)
+    are kept in one fold to limit leakage between neighbouring frames of one scan.
+    Returns the held-out indices of each fold.
+    """
+    groups: dict[int, list[int]] = {}
+    for i, frame_id in enumerate(ids):
+        try:
+            number = int(frame_id)
+        except ValueError:
+            number = i
+        groups.setdefault(number // group_size, []).append(i)
+    keys = sorted(groups)
+    rng = np.random.default_rng(seed)
+    rng.shuffle(keys)
+    folds: list[list[int]] = [[] for _ in range(n_folds)]
+    # greedy balance: next group goes to the currently smallest fold
+    for key in keys:
+        target = min(range(n_folds), key=lambda k: (len(folds[k]), k))
+        folds[target].extend(groups[key])
+    return [sorted(f) for f in folds]
+
+
+# ---------------------------------------------------------------------------- transforms
+class RandSpeckled(Randomizable, MapTransform):
+    """Multiplicative speckle noise ``x * (1 + sigma * n)``, n ~ N(0, 1), clipped to [0, 1].
+
+    Args:
+        keys: image keys.
+        prob: chance of applying.
+        sigma: (low, high) range the per-sample noise strength is drawn from.
+    """
+
+    def __init__(self, keys: KeysCollection, prob: float = 0.5, sigma: tuple[float, float] = (0.05, 0.25)) -> None:
+        MapTransform.__init__(self, keys)
+        self.prob = prob
+        self.sigma = sigma
+        self._do = False
+        self._sigma = 0.0
+
+    def randomize(self, data: Any = None) -> None:
+        self._do = self.R.rand() < self.prob
+        self._sigma = float(self.R.uniform(*self.sigma))
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        self.randomize()
+        if not self._do:
+            return d
+        for key in self.key_iterator(d):
+            img = torch.as_tensor(d[key])
+            noise = torch.from_numpy(self.R.standard_normal(img.shape).astype(np.float32))
+            d[key] = (img * (1.0 + self._sigma * noise)).clamp(0.0, 1.0)
+        return d
+
+
+class RandDepthCropd(Randomizable, MapTransform):
+    """Simulate a shallower depth setting: drop the bottom rows of the scan, then letterbox again.
+
+    Works on letterboxed ``[1, S, S]`` image/label pairs whose content box is in
+    ``data[box_key]`` (a :class:`Letterbox`); the kept part is rescaled to fit the grid as
+    the scanner would show it (labels with nearest neighbour).
+
+    Args:
+        image_key / label_key / box_key: dictionary keys.
+        prob: chance of applying.
+        keep: (low, high) fraction of the depth kept.
+    """
+
+    def __init__(self, image_key: str, label_key: str, box_key: str, prob: float = 0.3,
+                 keep: tuple[float, float] = (0.6, 0.95)) -> None:
+        MapTransform.__init__(self, [image_key, label_key])
+        self.image_key, self.label_key, self.box_key = image_key, label_key, box_key
+        self.prob, self.keep = prob, keep
+        self._do, self._keep = False, 1.0
+
+    def randomize(self, data: Any = None) -> None:
+        self._do = self.R.rand() < self.prob
+        self._keep = float(self.R.uniform(*self.keep))
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        self.randomize()
+        if not self._do:
+            return d
+        box: Letterbox = d[self.box_key]
+        ch, cw = box.content_hw
+        rows = max(8, int(round(ch * self._keep)))
+        size = box.size
+        img = torch.as_tensor(d[self.image_key])[None, :, :rows, box.left:box.left + cw]
+        lab = torch.as_tensor(d[self.label_key])[None, :, :rows, box.left:box.left + cw]
+        img_out, new_box = letterbox(img, size)
+        lab_out, _ = letterbox(lab, size, mode="nearest")
+        d[self.image_key] = img_out[0]
+        d[self.label_key] = lab_out[0]
+        d[self.box_key] = new_box
+        return d
+
+
+def train_transforms(seed: int) -> Compose:
+    """Augmentations that fit ultrasound: depth crop, small rotation/scale, left-right flip,
+    gain, gamma/contrast and speckle. Never up-down flips (the skin line is always on top)."""
+    keys = ["image", "label"]
+    chain = Compose([
+        RandDepthCropd("image", "label", "box", prob=0.3, keep=(0.6, 0.95)),
+        RandAffined(keys, prob=0.7, rotate_range=(math.radians(10),), scale_range=(0.1, 0.1),
+                    mode=("bilinear", "nearest"), padding_mode="zeros"),
+        RandFlipd(keys, prob=0.5, spatial_axis=1),  # [C, H, W]: axis 1 of (H, W) is left-right
+        RandScaleIntensityd("image", factors=0.3, prob=0.5),  # gain
+        RandAdjustContrastd("image", gamma=(0.7, 1.5), prob=0.5),
+        RandSpeckled("image", prob=0.5, sigma=(0.05, 0.25)),
+    ])
+    chain.set_random_state(seed=seed)
+    return chain
+
+
+class _AugmentedFrames(torch.utils.data.Dataset):
+    def __init__(self, data: UltrasoundDataset, transform: Callable[[dict], dict]) -> None:
+        self.data, self.transform = data, transform
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        d = self.transform({"image": self.data.images[i].clone(), "label": self.data.masks[i].float(),
+                            "box": self.data.content[i]})
+        image = torch.as_tensor(d["image"]).float().clamp(0.0, 1.0)
+        label = torch.as_tensor(d["label"]).round().long()
+        return image, label
+
+
+# ---------------------------------------------------------------------------- network
+def make_network(name: str = "unet", **kwargs: Any) -> torch.nn.Module:
+    """Small 2D MONAI networks: "unet" (default, channels 16..256), "basicunet", "segresnet"."""
+    from monai.networks.nets import BasicUNet, SegResNet, UNet
+
+    if name == "unet":
+        params = dict(spatial_dims=2, in_channels=1, out_channels=3, channels=(16, 32, 64, 128, 256),
+                      strides=(2, 2, 2, 2), num_res_units=2, dropout=0.1)
+        params.update(kwargs)
+        return UNet(**params)
+    if name == "basicunet":
+        params = dict(spatial_dims=2, in_channels=1, out_channels=3, features=(16, 16, 32, 64, 128, 16))
+        params.update(kwargs)
+        return BasicUNet(**params)
+    if name == "segresnet":
+        params = dict(spatial_dims=2, in_channels=1, out_channels=3, init_filters=8)
+        params.update(kwargs)
+        return SegResNet(**params)
+    raise ModelError(f"unknown network {name!r}; use unet, basicunet or segresnet")
+
+
+def network_target(name: str) -> str:
+    """MONAI bundle ``_target_`` for :func:`make_network` names."""
+    return {"unet": "monai.networks.nets.UNet", "basicunet": "monai.networks.nets.BasicUNet",
+            "segresnet": "monai.networks.nets.SegResNet"}[name]
+
+
+def network_args(name: str, **kwargs: Any) -> dict[str, Any]:
+    """The constructor arguments :func:`make_network` uses (JSON-ready, for inference.json)."""
+    net = {"unet": dict(spatial_dims=2, in_channels=1, out_channels=3, channels=[16, 32, 64, 128, 256],
+                        strides=[2, 2, 2, 2], num_res_units=2, dropout=0.1),
+           "basicunet": dict(spatial_dims=2, in_channels=1, out_channels=3, features=[16, 16, 32, 64, 128, 16]),
+           "segresnet": dict(spatial_dims=2, in_channels=1, out_channels=3, init_filters=8)}[name]
+    net.update({k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()})
+    return net
+
+
+# ---------------------------------------------------------------------------- metrics
+def dice_per_class(pred: np.ndarray, target: np.ndarray, labels: Iterable[int] = (1, 2)) -> dict[int, float]:
+    """Dice of each label between two label maps; NaN where both are empty."""
+    out = {}
+    for lab in labels:
+        p, t = pred == lab, target == lab
+        denom = int(p.sum()) + int(t.sum())
+        out[lab] = float("nan") if denom == 0 else 2.0 * float(np.logical_and(p, t).sum()) / denom
+    return out
+
+
+def bootstrap_ci(values: Sequence[float], seed: int = 0, n_boot: int = 2000, level: float = 0.95) -> tuple[float, float, float]:
+    """Mean and percentile-bootstrap interval of ``values`` (NaNs dropped)."""
+    v = np.asarray([x for x in values if np.isfinite(x)], dtype=float)
+    if v.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = rng.choice(v, size=(n_boot, v.size), replace=True).mean(axis=1)
+    alpha = (1.0 - level) / 2.0
+    return float(v.mean()), float(np.quantile(means, alpha)), float(np.quantile(means, 1.0 - alpha))
+
+
+# ---------------------------------------------------------------------------- training
+@dataclass
+class TrainConfig:
+    """Training settings (``segmentation/configs/us_nerve.yaml``)."""
+
+    data_dir: str = ""
+    image_size: int = 256
+    network: str = "unet"
+    epochs: int = 40
+    batch_size: int = 8
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    class_weights: tuple[float, float, float] = (0.5, 2.0, 2.0)
+    lambda_dice: float = 1.0
+    lambda_ce: float = 1.0
+    n_folds: int = 5
+    group_size: int = 8
+    folds_to_run: tuple[int, ...] | None = None
+    final_model: bool = True
+    seed: int = 20261201
+    num_threads: int = 2
+    limit_frames: int | None = None
+
+    @classmethod
+    def from_mapping(cls, raw: Mapping[str, Any]) -> "TrainConfig":
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = sorted(set(raw) - known - {"task", "bundle"})
+        if unknown:
+            raise ModelError(f"unknown training settings {unknown}; known: {sorted(known)}")
+        values = {k: v for k, v in raw.items() if k in known}
+        for key in ("class_weights", "folds_to_run"):
+            if values.get(key) is not None:
+                values[key] = tuple(values[key])
+        return cls(**values)
+
+
+def _set_seed(seed: int) -> None:
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def warmup_cosine(total: int, warmup_fraction: float = 0.05, floor: float = 0.01) -> Callable[[int], float]:
+    """Learning-rate factor per step: linear warm-up, then cosine decay to ``floor``."""
+    warmup = max(1, int(round(total * warmup_fraction)))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        t = min(1.0, (step - warmup) / max(1, total - warmup))
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+    return factor
+
+
+def train_model(cfg: TrainConfig, train: UltrasoundDataset, seed: int, max_steps: int | None = None,
+                desc: str = "train") -> torch.nn.Module:
+    """Train one network on ``train`` (DiceCE with class weights, AdamW, cosine schedule)."""
+    from monai.losses import DiceCELoss
+    from tqdm import tqdm
+
+    _set_seed(seed)
+    net = make_network(cfg.network)
+    loader = torch.utils.data.DataLoader(
+        _AugmentedFrames(train, train_transforms(seed)), batch_size=min(cfg.batch_size, len(train)),
+        shuffle=True, drop_last=len(train) > cfg.batch_size, num_workers=0,
+        generator=torch.Generator().manual_seed(seed))
+    steps_per_epoch = max(1, len(loader))
+    total = cfg.epochs * steps_per_epoch if max_steps is None else min(max_steps, cfg.epochs * steps_per_epoch)
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False, squared_pred=False,
+                         weight=torch.tensor(cfg.class_weights, dtype=torch.float32),
+                         lambda_dice=cfg.lambda_dice, lambda_ce=cfg.lambda_ce)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total))
+    net.train()
+    step = 0
+    bar = tqdm(total=total, desc=desc, unit="step", mininterval=5.0, disable=total < 10)
+    running = 0.0
+    while step < total:
+        for image, label in loader:
+            loss = loss_fn(net(image), label)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            running = 0.9 * running + 0.1 * loss.item() if step > 1 else loss.item()
+            bar.update(1)
+            bar.set_postfix(loss=f"{running:.3f}", refresh=False)
+            if step >= total:
+                break
+    bar.close()
+    net.eval()
+    return net
+
+
+@torch.no_grad()
+def predict_probabilities(net: torch.nn.Module, images: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
+    """Softmax ``[N, 3, S, S]`` for letterboxed ``[N, 1, S, S]`` images in [0, 1]."""
+    net.eval()
+    out = []
+    for start in range(0, images.shape[0], batch_size):
+        out.append(torch.softmax(net(images[start:start + batch_size].float()), dim=1))
+    return torch.cat(out) if out else torch.zeros((0, 3) + tuple(images.shape[2:]))
+
+
+def run_training(cfg: TrainConfig, out_dir: str | Path, max_steps: int | None = None) -> dict[str, Any]:
+    """Cross-validate, then train the shipped model; writes ``out_dir`` and returns a summary.
+
+    Writes ``cv_predictions.npz`` (held-out label maps at the model grid, the true masks, ids,
+    fold of each frame), ``cv_metrics.json`` (per-frame Dice, mean and 95% bootstrap
+    intervals) and ``final_state.pt`` (weights trained on all frames, when ``final_model``).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(max(1, int(cfg.num_threads)))
+    t0 = time.time()
+    data = load_dataset(cfg.data_dir, cfg.image_size, limit=cfg.limit_frames)
+    folds = grouped_folds(data.ids, cfg.n_folds, cfg.group_size, cfg.seed)
+    fold_of = np.full(len(data), -1, dtype=np.int16)
+    preds = np.zeros((len(data), cfg.image_size, cfg.image_size), dtype=np.uint8)
+    per_frame: list[dict[str, Any]] = []
+    run_folds = range(cfg.n_folds) if cfg.folds_to_run is None else cfg.folds_to_run
+    summary: dict[str, Any] = {"config": dict(cfg.__dict__), "folds": folds, "fold_seconds": {},
+                               "per_frame": per_frame}
+    if cfg.final_model:  # first, so the shipped weights exist even if cross-validation is cut short
+        tf = time.time()
+        net = train_model(cfg, data, seed=cfg.seed + 1000, max_steps=max_steps, desc="final")
+        torch.save(net.state_dict(), out / "final_state.pt")
+        summary["final_seconds"] = round(time.time() - tf, 1)
+        print(f"final model trained on {len(data)} frames ({summary['final_seconds']:.0f} s)", flush=True)
+    for k in run_folds:
+        held = folds[k]
+        train_idx = [i for f, idx in enumerate(folds) if f != k for i in idx]
+        tf = time.time()
+        net = train_model(cfg, data.subset(train_idx), seed=cfg.seed + k, max_steps=max_steps, desc=f"fold {k}")
+        labels = predict_probabilities(net, data.images[held]).argmax(1).numpy().astype(np.uint8)
+        summary["fold_seconds"][k] = round(time.time() - tf, 1)
+        for j, i in enumerate(held):
+            preds[i] = labels[j]
+            fold_of[i] = k
+            # Dice on the model grid (masks downsampled with nearest neighbour)
+            d = dice_per_class(labels[j], data.masks[i, 0].numpy())
+            per_frame.append({"id": data.ids[i], "fold": k, "dice_nerve": d[1], "dice_vessel": d[2]})
+        nerve = [r["dice_nerve"] for r in per_frame if r["fold"] == k]
+        vessel = [r["dice_vessel"] for r in per_frame if r["fold"] == k]
+        print(f"fold {k}: nerve Dice {np.nanmean(nerve):.3f}  vessel Dice {np.nanmean(vessel):.3f}  "
+              f"({summary['fold_seconds'][k]:.0f} s)", flush=True)
+        for name in ("nerve", "vessel"):
+            mean, lo, hi = bootstrap_ci([r[f"dice_{name}"] for r in per_frame], seed=cfg.seed)
+            summary[f"dice_{name}"] = {"mean": mean, "ci95": [lo, hi], "n": int(
+                np.isfinite([r[f"dice_{name}"] for r in per_frame]).sum())}
+        # written after every fold, so a cut-short run still leaves its held-out predictions
+        np.savez_compressed(out / "cv_predictions.npz", ids=np.array(data.ids), fold=fold_of, pred=preds,
+                            truth=data.masks[:, 0].numpy())
+        summary["total_seconds"] = round(time.time() - t0, 1)
+        (out / "cv_metrics.json").write_text(json.dumps(summary, indent=1, default=str))
+    summary["total_seconds"] = round(time.time() - t0, 1)
+    (out / "cv_metrics.json").write_text(json.dumps(summary, indent=1, default=str))
+    return summary
+
+
+# ---------------------------------------------------------------------------- inference
+def smooth_temporal(probs: torch.Tensor, window: int) -> torch.Tensor:
+    """Centred moving average of ``[N, C, H, W]`` probabilities over ``window`` frames (odd)."""
+    if window <= 1 or probs.shape[0] < 2:
+        return probs
+    if window % 2 == 0:
+        raise VolumeError(f"temporal smoothing window must be odd, got {window}")
+    half = window // 2
+    n = probs.shape[0]
+    csum = torch.cat([torch.zeros_like(probs[:1]), probs.cumsum(0)])
+    lo = torch.clamp(torch.arange(n) - half, 0, n)
+    hi = torch.clamp(torch.arange(n) + half + 1, 0, n)
+    counts = (hi - lo).to(probs.dtype).view(-1, 1, 1, 1)
+    return (csum[hi] - csum[lo]) / counts
+
+
+class UltrasoundSegmenter:
+    """Run a trained network on frames of any size; returns channel label maps on the frame grid."""
+
+    def __init__(self, network: torch.nn.Module, image_size: int = 256, batch_size: int = 16) -> None:
+        self.network = network.eval()
+        self.image_size = image_size
+        self.batch_size = batch_size
+
+    @torch.no_grad()
+    def predict(self, frames: np.ndarray, smooth_window: int = 1, progress: bool = False) -> np.ndarray:
+        """``[N, H, W]`` (or ``[N, H, W, 3]``) frames -> ``[N, H, W]`` uint8 channel labels (0, 1, 2).
+
+        Args:
+            frames: uint8 greyscale or RGB frames (16-bit is rescaled by its maximum).
+            smooth_window: odd number of frames for a centred moving average of the class
+                probabilities (cine loops); 1 is off.
+            progress: show a tqdm bar over batches.
+        """
+        from tqdm import tqdm
+
+        grey = to_greyscale(frames)
+        n, h, w = grey.shape
+        if n == 0 or h < 8 or w < 8:
+            raise VolumeError(f"image of shape {grey.shape} is empty or too small to segment (need >= 8x8 pixels)")
+        x, box = letterbox(torch.from_numpy(grey)[:, None], self.image_size)
+        batches = range(0, n, self.batch_size)
+        probs = []
+        for start in tqdm(batches, desc="segment", unit="batch", disable=not progress or len(batches) < 2):
+            probs.append(torch.softmax(self.network(x[start:start + self.batch_size]), dim=1))
+        p = smooth_temporal(torch.cat(probs), smooth_window)
+        out = np.empty((n, h, w), dtype=np.uint8)
+        for start in range(0, n, self.batch_size):
+            out[start:start + self.batch_size] = unletterbox(p[start:start + self.batch_size], box).argmax(1).numpy()
+        return out
