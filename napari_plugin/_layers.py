@@ -1,0 +1,113 @@
+"""napari layer data from planner objects (pure: no napari or Qt import).
+
+Every layer is placed in millimetres: ``scale = volume.spacing`` and
+``translate = volume.origin_zyx`` (see :mod:`planner.volume`), so points exchanged with
+napari are ``[z, y, x]`` mm and convert to patient LPS with
+:meth:`planner.volume.Volume.napari_to_lps`. The source :class:`~planner.volume.Volume`
+(or its grid) travels in ``metadata["volume"]`` so that writers and the planning widget
+can go back to patient coordinates exactly, rotated grids included.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from planner import anatomy
+from planner.errors import LabelMapError
+from planner.volume import Volume
+
+LayerData = tuple[Any, dict[str, Any], str]
+
+#: display window for CT (soft-tissue abdomen window, HU)
+CT_WINDOW = (-160.0, 240.0)
+#: metadata keys shared by the reader, writers and widgets
+VOLUME_KEY = "volume"
+PLAN_KEY = "plan"
+ROLE_KEY = "plexus_role"
+
+
+def placement(volume: Volume) -> dict[str, Any]:
+    """``scale``/``translate`` keyword arguments that put a layer on ``volume``'s grid in mm."""
+    return {"scale": tuple(volume.spacing), "translate": tuple(volume.origin_zyx)}
+
+
+def grid_of(volume: Volume) -> Volume:
+    """A copy of ``volume``'s grid and DICOM source with a tiny array (for layer metadata)."""
+    return Volume(array=np.zeros((1, 1, 1), dtype=np.uint8), spacing=volume.spacing, origin=volume.origin,
+                  direction=volume.direction, modality=volume.modality, source=volume.source,
+                  warnings=volume.warnings)
+
+
+def image_layer_data(volume: Volume, name: str) -> LayerData:
+    """An Image layer in mm; ultrasound colour frames are shown as RGB when present."""
+    meta: dict[str, Any] = {
+        "name": name,
+        **placement(volume),
+        "metadata": {VOLUME_KEY: volume, "modality": volume.modality, "warnings": list(volume.warnings),
+                     ROLE_KEY: "image"},
+    }
+    data: Any = volume.array
+    if volume.display_rgb is not None:
+        data = volume.display_rgb
+        meta["rgb"] = True
+    elif volume.modality == "CT":
+        meta["contrast_limits"] = CT_WINDOW
+    else:
+        finite = volume.array[np.isfinite(volume.array)] if volume.array.dtype.kind == "f" else volume.array
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+        meta["contrast_limits"] = (lo, hi if hi > lo else lo + 1.0)
+    return (data, meta, "image")
+
+
+def labels_layer_data(labels: Volume, name: str = "labels") -> LayerData:
+    """A Labels layer in mm with vocabulary colours, and names in ``features`` (shown on hover).
+
+    Raises:
+        LabelMapError: when the map holds values outside the vocabulary.
+    """
+    array = np.asarray(labels.array)
+    if array.dtype.kind not in "iub":
+        if not np.all(np.mod(array, 1) == 0):
+            raise LabelMapError(f"label map {name!r} holds non-integer values; expected vocabulary labels")
+        array = array.astype(np.int32)
+    present = [int(v) for v in np.unique(array) if int(v) != anatomy.BACKGROUND]
+    unknown = [v for v in present if v not in {s.label for s in anatomy.STRUCTURES}]
+    if unknown:
+        raise LabelMapError(f"label map {name!r} holds values {unknown[:10]} that are not in the vocabulary "
+                            "(planner.anatomy); map them with planner.anatomy.external_label_mapping first")
+    names = anatomy.label_names(present)
+    colors = anatomy.color_table(present)
+    colormap: dict[int | None, tuple[float, float, float, float]] = {None: (0.0, 0.0, 0.0, 0.0)}
+    colormap.update(colors)
+    index = [anatomy.BACKGROUND, *present]
+    features = {"index": index, "name": ["background", *(names[v] for v in present)],
+                "display_name": ["Background", *(anatomy.structure(v).display_name for v in present)]}
+    meta: dict[str, Any] = {
+        "name": name,
+        **placement(labels),
+        "colormap": colormap,
+        "features": features,
+        "opacity": 0.45,
+        "metadata": {VOLUME_KEY: grid_of(labels), ROLE_KEY: "labels", "label_names": names},
+    }
+    return (array, meta, "labels")
+
+
+def volume_from_layer(data: Any, meta: dict[str, Any]) -> Volume:
+    """The :class:`Volume` a layer shows: its stored grid with ``data`` as the array.
+
+    Falls back to ``scale``/``translate`` with an identity direction for layers that were
+    not made by this plugin.
+    """
+    array = np.asarray(data)
+    stored = (meta.get("metadata") or {}).get(VOLUME_KEY)
+    if isinstance(stored, Volume) and stored.shape == tuple(array.shape[:3]):
+        return stored.with_array(array)
+    if isinstance(stored, Volume):
+        return Volume(array=array, spacing=stored.spacing, origin=stored.origin, direction=stored.direction,
+                      modality=stored.modality, source=stored.source)
+    scale = tuple(meta.get("scale") or (1.0, 1.0, 1.0))[-3:]
+    translate = tuple(meta.get("translate") or (0.0, 0.0, 0.0))[-3:]
+    return Volume(array=array, spacing=scale, origin=(translate[2], translate[1], translate[0]))

@@ -1,0 +1,1 @@
+"""Qt widgets of the plugin (everything that needs a display lives here)."""

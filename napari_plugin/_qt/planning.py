@@ -1,0 +1,628 @@
+"""The planning dock widget: preset, segment, plan, ranked paths, live needle, outcome, export.
+
+Each callback is a few lines that call :class:`napari_plugin._session.PlanningSession`
+(which calls ``planner``); the layers it draws come from :mod:`napari_plugin._needle`.
+Long work (segmentation, the ranked search) runs in a napari ``thread_worker`` with a
+progress bar and a Cancel button; torch and MONAI are imported only inside the
+segmentation worker.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from qtpy.QtCore import Qt, QTimer, Signal
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_plugin import _needle
+from napari_plugin._layers import PLAN_KEY, ROLE_KEY, VOLUME_KEY, labels_layer_data, volume_from_layer
+from napari_plugin._session import PlanningSession, available_bundles, available_presets
+from planner.errors import PlannerError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import napari
+
+log = logging.getLogger(__name__)
+
+NEEDLE_LAYER = "needle"
+HANDLES_LAYER = "needle entry / target"
+CROSSING_LAYER = "needle on slice"
+PROJECTION_LAYER = "needle projection"
+SKIN_RISK_LAYER = "skin entry risk"
+DISCLAIMER = "Research and education software, not a medical device."
+
+
+class PlanningWidget(QWidget):
+    """Dock widget driving one planning session on the viewer's image."""
+
+    segmented = Signal()
+    planned = Signal()
+    metrics_changed = Signal()
+    failed = Signal(str)
+
+    def __init__(self, napari_viewer: "napari.Viewer", parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.session: PlanningSession | None = None
+        self._worker: Any = None
+        self._updating = False
+        self._reslice_timer = QTimer(self)
+        self._reslice_timer.setSingleShot(True)
+        self._reslice_timer.setInterval(150)
+        self._reslice_timer.timeout.connect(self._update_reslices)
+        self._build()
+        self.viewer.layers.events.inserted.connect(self._refresh_layer_choices)
+        self.viewer.layers.events.removed.connect(self._refresh_layer_choices)
+        self.viewer.dims.events.point.connect(self._update_slice_overlay)
+        self.viewer.dims.events.ndisplay.connect(self._update_slice_overlay)
+        self._refresh_layer_choices()
+
+    # ================================================================ layout
+    def _build(self) -> None:
+        root = QVBoxLayout(self)
+        note = QLabel(DISCLAIMER)
+        note.setStyleSheet("color: #e0a040; font-style: italic;")
+        note.setWordWrap(True)
+        root.addWidget(note)
+
+        case = QGroupBox("Case")
+        form = QFormLayout(case)
+        self.image_combo = QComboBox()
+        self.labels_combo = QComboBox()
+        self.preset_combo = QComboBox()
+        for name, title in available_presets():
+            self.preset_combo.addItem(title, name)
+        form.addRow("Image", self.image_combo)
+        form.addRow("Labels", self.labels_combo)
+        form.addRow("Procedure", self.preset_combo)
+        root.addWidget(case)
+
+        seg = QGroupBox("Segment")
+        seg_layout = QVBoxLayout(seg)
+        row = QHBoxLayout()
+        self.bundle_combo = QComboBox()
+        for name, path in available_bundles():
+            self.bundle_combo.addItem(name, str(path))
+        self.segment_button = QPushButton("Segment")
+        self.segment_button.setEnabled(self.bundle_combo.count() > 0)
+        self.load_labels_button = QPushButton("Load label map…")
+        row.addWidget(self.bundle_combo, 1)
+        row.addWidget(self.segment_button)
+        seg_layout.addLayout(row)
+        seg_layout.addWidget(self.load_labels_button)
+        root.addWidget(seg)
+
+        plan_row = QHBoxLayout()
+        self.plan_button = QPushButton("Plan")
+        self.plan_button.setStyleSheet("font-weight: bold;")
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 100)
+        self.progress.setValue(0)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        plan_row.addWidget(self.plan_button)
+        plan_row.addWidget(self.progress, 1)
+        plan_row.addWidget(self.cancel_button)
+        root.addLayout(plan_row)
+        self.status = QLabel("Open a case, then load or compute its labels.")
+        self.status.setWordWrap(True)
+        root.addWidget(self.status)
+
+        self.tabs = QTabWidget()
+        root.addWidget(self.tabs, 1)
+        self._build_paths_tab()
+        self._build_view_tab()
+        self._build_outcome_tab()
+
+        export = QHBoxLayout()
+        self.save_plan_button = QPushButton("Save plan…")
+        self.screenshot_button = QPushButton("Screenshot…")
+        export.addWidget(self.save_plan_button)
+        export.addWidget(self.screenshot_button)
+        root.addLayout(export)
+
+        self.preset_combo.currentIndexChanged.connect(self._preset_changed)
+        self.image_combo.currentIndexChanged.connect(self._image_changed)
+        self.labels_combo.currentIndexChanged.connect(self._labels_changed)
+        self.segment_button.clicked.connect(self._segment_clicked)
+        self.load_labels_button.clicked.connect(self._load_labels_clicked)
+        self.plan_button.clicked.connect(self.plan)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.table.itemSelectionChanged.connect(self._row_selected)
+        self.save_plan_button.clicked.connect(self._save_plan_clicked)
+        self.screenshot_button.clicked.connect(self._screenshot_clicked)
+
+    def _build_paths_tab(self) -> None:
+        tab = QWidget()
+        layout = QVBoxLayout(tab)
+        self.table = QTableWidget(0, 0)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.table.verticalHeader().setVisible(False)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
+        layout.addWidget(self.table, 2)
+        self.metrics_label = QLabel("Plan to see ranked needle paths; drag the entry or target point to adjust.")
+        self.metrics_label.setWordWrap(True)
+        self.metrics_label.setTextFormat(Qt.RichText)
+        self.metrics_label.setAlignment(Qt.AlignTop | Qt.AlignLeft)
+        layout.addWidget(self.metrics_label, 1)
+        self.tabs.addTab(tab, "Paths")
+
+    def _build_view_tab(self) -> None:
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        tab = QWidget()
+        layout = QVBoxLayout(tab)
+        self.view_figure = Figure(figsize=(4.2, 5.0), facecolor="#262930")
+        self.view_canvas = FigureCanvasQTAgg(self.view_figure)
+        layout.addWidget(self.view_canvas)
+        self.tabs.addTab(tab, "Needle view")
+
+    def _build_outcome_tab(self) -> None:
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        from napari_plugin._session import clinical_fields
+
+        tab = QWidget()
+        layout = QVBoxLayout(tab)
+        form = QFormLayout()
+        self.clinical_editors: dict[str, QWidget] = {}
+        for spec in clinical_fields():
+            editor = _editor_for(spec)
+            self.clinical_editors[spec["name"]] = editor
+            form.addRow(spec["label"], editor)
+        layout.addLayout(form)
+        self.predict_button = QPushButton("Estimate analgesia duration")
+        layout.addWidget(self.predict_button)
+        self.outcome_label = QLabel("")
+        self.outcome_label.setWordWrap(True)
+        self.outcome_label.setTextFormat(Qt.RichText)
+        layout.addWidget(self.outcome_label)
+        self.outcome_figure = Figure(figsize=(4.0, 2.2), facecolor="#262930")
+        self.outcome_canvas = FigureCanvasQTAgg(self.outcome_figure)
+        self.outcome_canvas.setMinimumHeight(170)
+        layout.addWidget(self.outcome_canvas)
+        layout.addStretch(1)
+        self.tabs.addTab(tab, "Outcome")
+        self.predict_button.clicked.connect(self.predict_outcome)
+
+    # ================================================================ layers and choices
+    def _image_layers(self) -> list[Any]:
+        from napari.layers import Image
+
+        return [layer for layer in self.viewer.layers if isinstance(layer, Image)
+                and layer.ndim == 3 + int(bool(getattr(layer, "rgb", False)))]
+
+    def _labels_layers(self) -> list[Any]:
+        from napari.layers import Labels
+
+        return [layer for layer in self.viewer.layers if isinstance(layer, Labels) and layer.ndim == 3]
+
+    def _refresh_layer_choices(self, *_: Any) -> None:
+        for combo, layers in ((self.image_combo, self._image_layers()), (self.labels_combo, self._labels_layers())):
+            current = combo.currentText()
+            combo.blockSignals(True)
+            combo.clear()
+            for layer in layers:
+                combo.addItem(layer.name)
+            index = combo.findText(current)
+            combo.setCurrentIndex(index if index >= 0 else (0 if layers else -1))
+            combo.blockSignals(False)
+        self._image_changed()
+
+    def _layer(self, name: str) -> Any:
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+    def image_volume(self) -> Any:
+        layer = self._layer(self.image_combo.currentText())
+        if layer is None:
+            return None
+        stored = layer.metadata.get(VOLUME_KEY)
+        if stored is not None and stored.shape == tuple(np.shape(layer.data)[:3]):
+            return stored
+        return volume_from_layer(layer.data if not layer.rgb else np.asarray(layer.data).mean(-1),
+                                 {"scale": layer.scale, "translate": layer.translate, "metadata": layer.metadata})
+
+    def _image_changed(self, *_: Any) -> None:
+        volume = self.image_volume()
+        if volume is None:
+            self.session = None
+            return
+        if self.session is None or self.session.image is not volume:
+            self.session = PlanningSession(image=volume, preset=self.preset_combo.currentData())
+            self._labels_changed()
+
+    def _labels_changed(self, *_: Any) -> None:
+        layer = self._layer(self.labels_combo.currentText())
+        if self.session is None or layer is None:
+            return
+        labels = volume_from_layer(np.asarray(layer.data), {"scale": layer.scale, "translate": layer.translate,
+                                                             "metadata": layer.metadata})
+        if self.session.labels is not None and np.shares_memory(self.session.labels.array, labels.array):
+            return
+        try:
+            self.session.set_labels(labels)
+            self._say(f"Labels: {layer.name} ({len(np.unique(labels.array)) - 1} structures). Press Plan.")
+        except PlannerError as exc:
+            self._fail(str(exc))
+
+    def _preset_changed(self, *_: Any) -> None:
+        if self.session is not None:
+            self.session.set_preset(self.preset_combo.currentData())
+
+    def _say(self, text: str) -> None:
+        self.status.setText(text)
+        self.status.setStyleSheet("")
+
+    def _fail(self, text: str) -> None:
+        self.status.setText(text)
+        self.status.setStyleSheet("color: #ff6060;")
+        self.failed.emit(text)
+
+    # ================================================================ segmentation
+    def add_labels(self, labels: Any, name: str = "labels") -> Any:
+        """Show a label map (a Volume on the image grid) and use it for planning."""
+        data, meta, _ = labels_layer_data(labels, name)
+        if name in self.viewer.layers:
+            self.viewer.layers.remove(name)
+        layer = self.viewer.add_labels(data, **meta)
+        self.labels_combo.setCurrentText(layer.name)
+        self._labels_changed()
+        return layer
+
+    def load_labels(self, path: str | Path) -> Any:
+        """Load a label map file (NIfTI or DICOM SEG) onto the image grid."""
+        from napari_plugin._session import read_label_map
+
+        labels = read_label_map(path)
+        layer = self.add_labels(labels, Path(path).name.split(".")[0])
+        self.segmented.emit()
+        return layer
+
+    def _load_labels_clicked(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Label map", "", "Label maps (*.nii *.nii.gz *.dcm)")
+        if path:
+            try:
+                self.load_labels(path)
+            except PlannerError as exc:
+                self._fail(str(exc))
+
+    def _segment_clicked(self) -> None:
+        self.segment(self.bundle_combo.currentData())
+
+    def segment(self, bundle: str | Path) -> None:
+        """Segment the image with a bundle in a worker thread (torch loads only then)."""
+        from napari.qt.threading import create_worker
+
+        from napari_plugin._session import segment_steps
+
+        if self.session is None:
+            self._fail("open an image first")
+            return
+        worker = create_worker(segment_steps, self.session.image, Path(bundle),
+                               _progress={"desc": "Segmenting"})
+        worker.yielded.connect(self._on_progress)
+        worker.returned.connect(self._segment_done)
+        self._start(worker, "Segmenting…")
+
+    def _segment_done(self, labels: Any) -> None:
+        self._finish()
+        if labels is None:
+            return
+        self.add_labels(labels, "segmentation")
+        self._say("Segmentation done. Check it, then press Plan.")
+        self.segmented.emit()
+
+    # ================================================================ workers
+    def _start(self, worker: Any, text: str) -> None:
+        self._worker = worker
+        worker.errored.connect(self._worker_failed)
+        self.progress.setValue(0)
+        self.cancel_button.setEnabled(True)
+        self.plan_button.setEnabled(False)
+        self.segment_button.setEnabled(False)
+        self._say(text)
+        worker.start()
+
+    def _on_progress(self, step: Any) -> None:
+        fraction, text = step
+        self.progress.setValue(int(round(100 * float(fraction))))
+        self.status.setText(text)
+
+    def _finish(self) -> None:
+        self._worker = None
+        self.progress.setValue(100)
+        self.cancel_button.setEnabled(False)
+        self.plan_button.setEnabled(True)
+        self.segment_button.setEnabled(self.bundle_combo.count() > 0)
+
+    def _worker_failed(self, exc: BaseException) -> None:
+        self._finish()
+        self.progress.setValue(0)
+        message = str(exc) if isinstance(exc, PlannerError) else f"{type(exc).__name__}: {exc}"
+        self._fail(message)
+
+    def cancel(self) -> None:
+        if self._worker is not None:
+            self._worker.quit()
+            self._finish()
+            self.progress.setValue(0)
+            self._say("Cancelled.")
+
+    # ================================================================ planning
+    def plan(self) -> None:
+        """Run the ranked search in a worker thread; fills the table when done."""
+        from napari.qt.threading import create_worker
+
+        from napari_plugin._session import plan_steps
+
+        if self.session is None:
+            self._fail("open an image first")
+            return
+        self.session.set_preset(self.preset_combo.currentData())
+        worker = create_worker(plan_steps, self.session, _progress={"desc": "Planning"})
+        worker.yielded.connect(self._on_progress)
+        worker.returned.connect(self._plan_done)
+        self._start(worker, "Planning…")
+
+    def _plan_done(self, plan: Any) -> None:
+        self._finish()
+        if plan is None:
+            return
+        self.show_plan()
+        self.planned.emit()
+
+    def show_plan(self) -> None:
+        """Fill the ranked table from the session's plan and show its best path."""
+        assert self.session is not None
+        headers, rows, tips = self.session.table()
+        self.table.blockSignals(True)
+        self.table.clear()
+        self.table.setColumnCount(len(headers))
+        self.table.setRowCount(len(rows))
+        self.table.setHorizontalHeaderLabels(headers)
+        for r, (cells, tip) in enumerate(zip(rows, tips)):
+            for c, text in enumerate(cells):
+                item = QTableWidgetItem(text)
+                item.setToolTip(tip)
+                self.table.setItem(r, c, item)
+        self.table.blockSignals(False)
+        self._show_skin_risk()
+        n = len(rows)
+        self._say(f"{n} ranked path{'s' if n != 1 else ''} for {self.preset_combo.currentText()}. "
+                  "Select a row; drag the entry or target point to adjust.")
+        if n:
+            self.table.selectRow(0)
+            self.select_row(0)
+
+    def _row_selected(self) -> None:
+        rows = self.table.selectionModel().selectedRows()
+        if rows:
+            self.select_row(rows[0].row())
+
+    def select_row(self, index: int) -> None:
+        assert self.session is not None
+        trajectory = self.session.select(index)
+        self._show_needle(self.session.trajectory_world(trajectory), trajectory)
+
+    # ================================================================ the needle
+    def _ensure_needle_layers(self, path_world: np.ndarray) -> None:
+        if NEEDLE_LAYER not in self.viewer.layers:
+            self.viewer.add_shapes([path_world], shape_type="path", edge_width=1.5, edge_color=[_needle.NEEDLE_OK_COLOR],
+                                   name=NEEDLE_LAYER, metadata={ROLE_KEY: "needle"})
+        if PROJECTION_LAYER not in self.viewer.layers:
+            self.viewer.add_shapes([path_world], shape_type="path", edge_width=1.0,
+                                   edge_color=[_needle.NEEDLE_OK_COLOR], opacity=0.6, name=PROJECTION_LAYER,
+                                   metadata={ROLE_KEY: "needle_projection"})
+        if CROSSING_LAYER not in self.viewer.layers:
+            self.viewer.add_points(np.zeros((0, 3)), size=6, symbol="ring", face_color=_needle.NEEDLE_OK_COLOR,
+                                   border_width=0, name=CROSSING_LAYER, metadata={ROLE_KEY: "needle_crossing"})
+        if HANDLES_LAYER not in self.viewer.layers:
+            layer = self.viewer.add_points(path_world, size=5, face_color=["#40ff40", "#ffd700"],
+                                           border_color="white", border_width=0.1, name=HANDLES_LAYER,
+                                           out_of_slice_display=True, metadata={ROLE_KEY: "needle_handles"})
+            layer.events.data.connect(self._handles_moved)
+            layer.mode = "select"
+        for name in (PROJECTION_LAYER, CROSSING_LAYER):
+            self.viewer.layers[name].editable = False
+
+    def _show_needle(self, path_world: np.ndarray, trajectory: Any) -> None:
+        assert self.session is not None
+        self._updating = True
+        try:
+            self._ensure_needle_layers(path_world)
+            handles = self.viewer.layers[HANDLES_LAYER]
+            if not np.allclose(handles.data, path_world) or len(handles.data) != 2:
+                handles.data = path_world
+            self._draw_needle(path_world, self.session.is_feasible(trajectory))
+        finally:
+            self._updating = False
+        self.metrics_label.setText(self.session.metrics_html(trajectory))
+        self._reslice_timer.start()
+        self.metrics_changed.emit()
+
+    def _draw_needle(self, path_world: np.ndarray, feasible: bool) -> None:
+        color = _needle.needle_color(feasible)
+        needle = self.viewer.layers[NEEDLE_LAYER]
+        needle.data = [path_world]
+        needle.shape_type = ["path"]
+        needle.edge_color = [color]
+        needle.metadata[PLAN_KEY] = self.session.adjusted_plan() if self.session is not None else None
+        self._update_slice_overlay()
+
+    def _handles_moved(self, event: Any = None) -> None:
+        """Live re-evaluation while the entry or target point is dragged."""
+        if self._updating or self.session is None:
+            return
+        handles = self.viewer.layers[HANDLES_LAYER]
+        data = np.asarray(handles.data, float)
+        if len(data) != 2:  # a point was added or deleted: put the pair back
+            current = self.session.current
+            if current is not None:
+                self._updating = True
+                handles.data = self.session.trajectory_world(current)
+                self._updating = False
+            return
+        try:
+            trajectory = self.session.evaluate_world(data[0], data[1])
+        except PlannerError as exc:
+            self._fail(str(exc))
+            return
+        self._updating = True
+        try:
+            self._draw_needle(data, self.session.is_feasible(trajectory))
+        finally:
+            self._updating = False
+        self.metrics_label.setText(self.session.metrics_html(trajectory))
+        self._reslice_timer.start()
+        self.metrics_changed.emit()
+
+    def _update_slice_overlay(self, *_: Any) -> None:
+        """The crossing marker and the projection of the needle on the current 2D slice."""
+        if NEEDLE_LAYER not in self.viewer.layers or HANDLES_LAYER not in self.viewer.layers:
+            return
+        path = np.asarray(self.viewer.layers[NEEDLE_LAYER].data[0], float)
+        color = self.viewer.layers[NEEDLE_LAYER].edge_color[0]
+        projection = self.viewer.layers[PROJECTION_LAYER]
+        crossing = self.viewer.layers[CROSSING_LAYER]
+        two_d = self.viewer.dims.ndisplay == 2
+        projection.visible = crossing.visible = two_d
+        if not two_d:
+            return
+        axis = int(self.viewer.dims.not_displayed[-1]) if self.viewer.dims.not_displayed else 0
+        axis -= self.viewer.dims.ndim - 3  # world axes of a 3D scene
+        value = float(self.viewer.dims.point[axis + self.viewer.dims.ndim - 3])
+        projection.data = [_needle.projection_on_plane(path[0], path[1], axis, value)]
+        projection.shape_type = ["path"]
+        projection.edge_color = [color]
+        point = _needle.plane_crossing(path[0], path[1], axis, value)
+        crossing.data = np.zeros((0, 3)) if point is None else point[None, :]
+        if point is not None:
+            crossing.face_color = [color]
+
+    def _show_skin_risk(self) -> None:
+        assert self.session is not None
+        found = self.session.skin_risk()
+        if SKIN_RISK_LAYER in self.viewer.layers:
+            self.viewer.layers.remove(SKIN_RISK_LAYER)
+        if found is None:
+            return
+        points, risk = found
+        self.viewer.add_points(points, features={"risk": risk}, face_color="risk", face_colormap="turbo",
+                               size=2.5, border_width=0, opacity=0.7, name=SKIN_RISK_LAYER,
+                               out_of_slice_display=False, metadata={ROLE_KEY: "skin_risk"})
+        # keep the needle handles on top so they stay draggable
+        if HANDLES_LAYER in self.viewer.layers:
+            self.viewer.layers.move(self.viewer.layers.index(SKIN_RISK_LAYER), 0)
+
+    # ================================================================ reslices
+    def _update_reslices(self) -> None:
+        if self.session is None or self.session.current is None:
+            return
+        from napari_plugin._session import draw_reslices
+
+        draw_reslices(self.view_figure, self.session)
+        self.view_canvas.draw_idle()
+
+    # ================================================================ outcome
+    def clinical_values(self) -> dict[str, Any]:
+        return {name: _editor_value(editor) for name, editor in self.clinical_editors.items()}
+
+    def predict_outcome(self) -> Any:
+        """Analgesia estimate for the clinical inputs and the current plan (planner.analgesia)."""
+        from napari_plugin._session import draw_outcome
+
+        if self.session is None:
+            self._fail("open an image first")
+            return None
+        try:
+            estimate = self.session.outcome(self.clinical_values())
+        except PlannerError as exc:
+            self._fail(str(exc))
+            return None
+        self.outcome_label.setText(self.session.outcome_html(estimate))
+        draw_outcome(self.outcome_figure, estimate)
+        self.outcome_canvas.draw_idle()
+        return estimate
+
+    # ================================================================ export
+    def save_plan(self, path: str | Path) -> Path:
+        assert self.session is not None
+        saved = self.session.save_plan(Path(path))
+        self._say(f"Plan saved to {saved}")
+        return saved
+
+    def _save_plan_clicked(self) -> None:
+        if self.session is None or self.session.plan is None:
+            self._fail("make a plan first")
+            return
+        path, _ = QFileDialog.getSaveFileName(self, "Save plan", "plan.json", "Plan JSON (*.json)")
+        if path:
+            try:
+                self.save_plan(path)
+            except PlannerError as exc:
+                self._fail(str(exc))
+
+    def _screenshot_clicked(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Screenshot", "plan.png", "PNG (*.png)")
+        if path:
+            self.viewer.screenshot(path, canvas_only=False)
+            self._say(f"Screenshot saved to {path}")
+
+
+# ==================================================================== clinical editors
+def _editor_for(spec: dict[str, Any]) -> QWidget:
+    kind, default = spec["kind"], spec["default"]
+    if kind == "bool":
+        editor: QWidget = QCheckBox()
+        editor.setChecked(bool(default))
+    elif kind == "choice":
+        editor = QComboBox()
+        for choice in spec["choices"]:
+            editor.addItem(str(choice).replace("_", " "), choice)
+        editor.setCurrentIndex(max(0, list(spec["choices"]).index(default)) if default in spec["choices"] else 0)
+    elif kind == "int":
+        editor = QSpinBox()
+        editor.setRange(int(spec.get("min", 0)), int(spec.get("max", 10)))
+        editor.setValue(int(default))
+    else:
+        editor = QDoubleSpinBox()
+        editor.setRange(float(spec.get("min", 0.0)), float(spec.get("max", 1e4)))
+        editor.setDecimals(int(spec.get("decimals", 1)))
+        editor.setValue(float(default))
+    if spec.get("help"):
+        editor.setToolTip(spec["help"])
+    return editor
+
+
+def _editor_value(editor: QWidget) -> Any:
+    if isinstance(editor, QCheckBox):
+        return editor.isChecked()
+    if isinstance(editor, QComboBox):
+        return editor.currentData()
+    return editor.value()
