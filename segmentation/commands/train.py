@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
                   f"n={m['n']})")
     print(f"wrote {args.out} in {summary['total_seconds']:.0f} s")
     if args.bundle and cfg.final_model:
-        from segmentation.bundle import write_us_bundle
+        from segmentation.ultrasound import write_us_bundle
 
         write_us_bundle(args.bundle, Path(args.out), cfg, name=bundle_opts.get("name", "us_nerve_seg"))
         print(f"wrote bundle {args.bundle}")
