@@ -29,7 +29,7 @@ from pydicom.dataset import Dataset
 
 from planner import __version__
 from planner.anatomy import CATEGORY_MEANINGS, STRUCTURES, Structure, from_external_name, structure
-from planner.dicom_write import MANUFACTURER, make_uid
+from planner.dicom_write import MANUFACTURER, STUDY_DATE, STUDY_TIME, make_uid
 from planner.errors import LabelMapError, PlannerError
 from planner.volume import DicomSource, Volume, atomic_output
 
@@ -153,6 +153,19 @@ def write_seg(labels: Volume, source: DicomSource | Sequence[Dataset | str | os.
         content_label="LABELS", content_description=series_description[:64],
         series_description=series_description[:64],
     )
+    if uid_seed is not None:  # reproducible file: no wall-clock dates either
+        for keyword in ("SeriesDate", "ContentDate", "InstanceCreationDate"):
+            if keyword in seg:
+                setattr(seg, keyword, STUDY_DATE)
+        for keyword in ("SeriesTime", "ContentTime", "InstanceCreationTime"):
+            if keyword in seg:
+                setattr(seg, keyword, STUDY_TIME)
+        dimension_uid = make_uid(uid_seed, "dimension-organization")
+        for element in seg.iterall():
+            if element.VR == "DT":
+                element.value = STUDY_DATE + STUDY_TIME
+            elif element.keyword == "DimensionOrganizationUID":
+                element.value = dimension_uid
     target = Path(path)
     with atomic_output(target) as tmp:
         seg.save_as(tmp)

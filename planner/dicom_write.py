@@ -99,6 +99,9 @@ def atomic_folder(folder: str | os.PathLike[str]) -> Iterator[Path]:
         raise PlannerError(f"{target}: output folder already exists and is not empty; choose a new folder")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    umask = os.umask(0o022)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the result is an ordinary folder
     try:
         yield tmp
         if target.exists():
@@ -128,13 +131,13 @@ def _base_dataset(info: SeriesInfo, modality: str, sop_class_uid: str, sop_insta
     ds.ReferringPhysicianName = ""
     ds.StudyID = "1"
     ds.AccessionNumber = ""
-    ds.StudyDescription = info.study_description
+    ds.StudyDescription = info.study_description[:64]
     ds.Modality = modality
     ds.SeriesInstanceUID = series_uid
     ds.SeriesNumber = info.series_number
     ds.SeriesDate = STUDY_DATE
     ds.SeriesTime = STUDY_TIME
-    ds.SeriesDescription = f"{info.series_description} (synthetic)"
+    ds.SeriesDescription = f"{info.series_description} (synthetic)"[:64]
     if info.body_part_examined:
         ds.BodyPartExamined = info.body_part_examined
     ds.Manufacturer = MANUFACTURER

@@ -22,7 +22,7 @@ Image formation, in order (each step is a plain array operation):
    compression to 8 bits (60 dB dynamic range).
 
 Across the sweep the probe slides laterally by ~1.5 mm and the artery pulsates (its
-diameter follows the cardiac cycle, ~10 % change at 72 beats/min). Labels use the
+diameter follows the cardiac cycle, +/-7 % at 72 beats/min). Labels use the
 anatomy vocabulary: ``brachial_plexus`` (target), ``blood_vessel`` (artery),
 ``ribs`` (first rib) and ``lungs`` (pleura and lung).
 """
@@ -41,6 +41,8 @@ from planner.volume import Volume
 ALPHA_DB_CM_MHZ = 0.5
 CENTRE_FREQUENCY_MHZ = 12.0
 DYNAMIC_RANGE_DB = 60.0
+#: relative change of the arterial radius over the cardiac cycle (+/-)
+PULSATION = 0.07
 #: envelope value shown as white (sets overall brightness: muscle ~ mid-grey)
 DISPLAY_REFERENCE = 30.0
 #: receiver noise relative to white (-58 dB): what fills shadows and the artery lumen
@@ -234,7 +236,7 @@ def make_us_phantom(params: USParams | int) -> USPhantom:
     for t in range(params.frames):
         time_s = t * params.frame_time_ms / 1000.0
         pulse = np.sin(2 * np.pi * params.heart_rate_bpm / 60.0 * time_s + phase0)
-        radius = anatomy.artery_radius * (1.0 + 0.05 * pulse)
+        radius = anatomy.artery_radius * (1.0 + PULSATION * pulse)
         diameters.append(2.0 * radius)
         shift = params.sweep_mm * (t / max(1, params.frames - 1) - 0.5)
         x = x0 + shift  # probe moves laterally: anatomy slides the other way in the image
@@ -255,7 +257,7 @@ def make_us_phantom(params: USParams | int) -> USPhantom:
         frame_labels[masks["rib"]] = rib_label
         frame_labels[masks["plexus"]] = plexus_label
         frame_labels[masks["artery"]] = vessel_label
-    spacing = (params.frame_time_ms / 1000.0, px, px)
+    spacing = (1.0, px, px)  # z is frame (time), spacing 1 as planner.dicom_series reads cines
     image = Volume(array=images, spacing=spacing, origin=(0.0, 0.0, 0.0), modality="US")
     return USPhantom(image=image, labels=image.with_array(labels), params=params, anatomy=anatomy,
                      artery_diameters_mm=tuple(diameters))
