@@ -62,6 +62,9 @@ UNIFORM_TOLERANCE_MM = 0.05
 TILT_TOLERANCE_MM = 0.05
 #: Two slices closer than this along the normal (mm) share one position.
 DUPLICATE_TOLERANCE_MM = 0.01
+#: Gaps wider than this many median steps (over two slices missing in a row) are refused:
+#: interpolating across them would invent anatomy.
+MAX_GAP_STEPS = 3.0
 #: Orientation cosines and pixel spacings must agree within this across a series.
 ORIENTATION_TOLERANCE = 1e-4
 
@@ -655,6 +658,14 @@ def _positioned_volume(uid: str, frames: list[_Frame], warnings: list[str]) -> V
             )
         if deviation > UNIFORM_TOLERANCE_MM:
             median = float(np.median(steps))
+            widest = int(np.argmax(steps))
+            if steps[widest] > MAX_GAP_STEPS * median + UNIFORM_TOLERANCE_MM:
+                raise DicomSeriesError(
+                    f"series {uid} has a gap of {steps[widest]:.1f} mm between {frames[widest].label} and "
+                    f"{frames[widest + 1].label} (usual step {median:.2f} mm, about "
+                    f"{int(round(steps[widest] / median)) - 1} slices missing): the series is incomplete; "
+                    "export all its slices, or copy each contiguous part to its own folder"
+                )
             missing = np.all(np.abs(steps / median - np.round(steps / median)) < 0.05) and steps.max() > 1.5 * median
             along = "" if not tilted else f" ({_run_lengths(distances, 0.05)} between positions, along the table)"
             if missing:
