@@ -176,15 +176,17 @@ class _Grid:
         return (self.x[xs][None, None, :], self.y[ys][None, :, None], self.z[zs][:, None, None])
 
     def paint(self, name: str, mask: np.ndarray, box: tuple[slice, slice, slice] | None = None,
-              only_on: tuple[str, ...] | None = None) -> None:
-        """Write ``name``'s label where ``mask`` holds (optionally only over given labels)."""
+              only_on: tuple[str, ...] | None = None, not_on: tuple[str, ...] = ()) -> None:
+        """Write ``name``'s label where ``mask`` holds (optionally only over, or never
+        over, given labels)."""
         target = self.labels if box is None else self.labels[box]
         if target.size == 0:
             return
         mask = np.broadcast_to(mask, target.shape)
         if only_on is not None:
-            allowed = np.isin(target, [label_of(n) for n in only_on])
-            mask = mask & allowed
+            mask = mask & np.isin(target, [label_of(n) for n in only_on])
+        if not_on:
+            mask = mask & ~np.isin(target, [label_of(n) for n in not_on])
         target[mask] = label_of(name)
 
     # ---------------------------------------------------------------- shapes
@@ -728,7 +730,7 @@ def make_ct_phantom(params: PhantomParams | int,
 
     # celiac trunk and its hepatic, splenic and left gastric branches
     box, m = g.tube(np.array([cel_o + [0, r_a(z_c) * 0.6, 0], cel_o, cel_b]), 3.6)
-    g.paint("celiac_trunk", m, box)
+    g.paint("celiac_trunk", m, box, not_on=("aorta",))
     hep_end = porta + np.array([8.0, -8.0, -2.0])
     branches = [
         (np.array([cel_b, cel_b + [-15, -4, 2], hep_end]), 2.8),
@@ -746,7 +748,7 @@ def make_ct_phantom(params: PhantomParams | int,
     sma_pts = np.array([sma_o + [0, r_a(z_s) * 0.6, 0], sma_o, sma_pt(z_s - 10.0) + [0, 4, 0],
                         sma_pt(z_s - 25.0), sma_pt(0.5 * (z_s + z_sma_end)), sma_pt(z_sma_end)])
     box, m = g.tube(_smooth_curve(sma_pts, 20), np.array([3.8, 3.8, 3.6, 3.4, 3.0, 2.6]))
-    g.paint("superior_mesenteric_artery", m, box)
+    g.paint("superior_mesenteric_artery", m, box, not_on=("aorta", "celiac_trunk"))
 
     # renal arteries from the lateral aortic walls to the hila (right one behind the IVC)
     ren = {}
@@ -760,7 +762,7 @@ def make_ct_phantom(params: PhantomParams | int,
         g.paint("renal_arteries", m, box, only_on=("body", "muscle", "psoas_muscles",
                                                   "diaphragm_crura", "bowel", "pancreas",
                                                   "kidney_left", "kidney_right", "adrenal_glands",
-                                                  "renal_arteries", "liver", "aorta"))
+                                                  "renal_arteries", "liver"))
         ren[side] = o
 
     # ---------------------------------------------------------------- bone
