@@ -332,6 +332,8 @@ def _select(scan: _Scan, series: str | None) -> tuple[str, list[_Instance]]:
         what = "file" if where.is_file() else "folder"
         if not scan.skipped:
             raise DicomSeriesError(f"{where}: empty {what}, no files found; point at the DICOM series folder")
+        if where.is_file():
+            raise DicomSeriesError(f"{where}: {scan.skipped[0].reason}; nothing to load as an image")
         raise DicomSeriesError(f"{where}: no DICOM image series found in this {what}; {_summarise_skipped(scan.skipped)}")
     summaries = {uid: _summary(uid, inst) for uid, inst in scan.series.items()}
     listing = "; ".join(s.describe() for s in summaries.values())
@@ -623,6 +625,8 @@ def _positioned_volume(uid: str, frames: list[_Frame], warnings: list[str]) -> V
 
     if frames[0].pixel_spacing is None:
         warnings.append("no PixelSpacing: in-plane spacing set to 1 mm")
+    if str(frames[0].instance.ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
+        warnings.append("MONOCHROME1: values kept as stored (low values are meant to display white)")
     dy, dx = frames[0].pixel_spacing or (1.0, 1.0)
 
     decoded = _decode_all(list({id(f.instance): f.instance for f in frames}.values()))
@@ -686,7 +690,7 @@ def _positioned_volume(uid: str, frames: list[_Frame], warnings: list[str]) -> V
         array=stack,
         spacing=(step, dy, dx),
         origin=tuple(origin),  # type: ignore[arg-type]
-        direction=np.column_stack([row, col, normal]),
+        direction=np.column_stack([row, col, normal]) + 0.0,  # + 0.0 turns -0.0 into 0.0
         modality=str(ds.get("Modality", "") or "OT"),
         source=_source(uid, instances),
         warnings=tuple(warnings),
