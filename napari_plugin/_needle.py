@@ -26,6 +26,17 @@ def needle_color(feasible: bool) -> tuple[float, float, float, float]:
     return NEEDLE_OK_COLOR if feasible else NEEDLE_BROKEN_COLOR
 
 
+def hex_color(feasible: bool) -> str:
+    """The needle colour as ``#rrggbb`` (what napari layers take most cheaply)."""
+    return "#" + "".join(f"{round(255 * c):02x}" for c in needle_color(feasible)[:3])
+
+
+def as_vectors(path: np.ndarray) -> np.ndarray:
+    """``(1, 2, 3)`` napari Vectors data (start, displacement) of a ``(2, 3)`` segment."""
+    path = np.asarray(path, float)
+    return np.stack([path[0], path[1] - path[0]])[None]
+
+
 def needle_world(volume: Volume, entry_lps: np.ndarray, target_lps: np.ndarray) -> np.ndarray:
     """``(2, 3)`` napari world ``[z, y, x]`` mm of entry and target given in LPS mm."""
     return volume.lps_to_napari(np.stack([np.asarray(entry_lps, float), np.asarray(target_lps, float)]))

@@ -1,16 +1,21 @@
 """The planning session behind the dock widget (pure: no napari or Qt import).
 
-It holds the case (image, labels), the procedure preset, the ranked plan and the path the
-physician is adjusting, and converts between napari world ``[z, y, x]`` mm and patient LPS
-mm. Every number it returns is computed by ``planner`` (:mod:`planner.trajectory`,
-:mod:`planner.plan`, :mod:`planner.analgesia`); this module only routes and formats.
+It holds the case (image, labels), the procedure preset, the ranked plan
+(:func:`planner.plan.build_plan`) and the path the physician is adjusting, and converts
+between napari world ``[z, y, x]`` mm and patient LPS mm. Every number it returns is
+computed by ``planner``: live metrics by :meth:`planner.trajectory.PathPlanner.evaluate`
+(on the same labels, preset and error model as the plan), the spread of an adjusted plan
+by :func:`planner.spread.estimate_spread`, the outcome by :func:`planner.analgesia.predict`.
+This module only routes and formats.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import html
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -21,10 +26,15 @@ ProgressCallback = Callable[[float, str], None]
 
 
 def _get(obj: Any, name: str, default: Any = None) -> Any:
-    """Attribute or mapping key ``name`` of a planner result."""
+    """Metric ``name`` of a planner result: attribute, mapping key, or ``Trajectory.details`` entry."""
     if isinstance(obj, Mapping):
         return obj.get(name, default)
-    return getattr(obj, name, default)
+    if hasattr(obj, name):
+        return getattr(obj, name)
+    details = getattr(obj, "details", None)
+    if isinstance(details, Mapping):
+        return details.get(name, default)
+    return default
 
 
 def fmt_mm(value: Any) -> str:
@@ -38,15 +48,23 @@ def fmt_mm(value: Any) -> str:
 
 @dataclass
 class PlanningSession:
-    """One case being planned: image, labels, preset, plan and the adjusted path."""
+    """One case being planned: image, labels, preset, plan and the adjusted path.
+
+    ``adjusted`` maps a trajectory's index in the plan to the re-evaluated metrics of the
+    path the physician dragged it to; :meth:`adjusted_plan` folds them into the plan.
+    """
 
     image: Volume
     labels: Volume | None = None
     preset: str | None = None
+    case: str = "case"
     plan: Any = None
     selected: int | None = None
     current: Any = None
+    adjusted: dict[int, Any] = field(default_factory=dict)
+    targets_derived: bool = False
     _planner: Any = field(default=None, repr=False)
+    _skin: Any = field(default=None, repr=False)
 
     # ------------------------------------------------------------- case and labels
     def set_labels(self, labels: Volume) -> None:
@@ -55,15 +73,21 @@ class PlanningSession:
 
         check_same_grid(self.image, labels)
         self.labels = labels
-        self._planner = None
-        self.plan = None
-        self.selected = None
-        self.current = None
+        self.targets_derived = False
+        self._reset()
 
     def set_preset(self, name: str) -> None:
         if name != self.preset:
             self.preset = name
-            self._planner = None
+            self._reset()
+
+    def _reset(self) -> None:
+        self._planner = None
+        self._skin = None
+        self.plan = None
+        self.selected = None
+        self.current = None
+        self.adjusted = {}
 
     # ------------------------------------------------------------- coordinates
     def to_lps(self, world_zyx: np.ndarray) -> np.ndarray:
@@ -79,26 +103,65 @@ class PlanningSession:
         return self.to_world(np.stack([entry, target]))
 
     # ------------------------------------------------------------- planning
-    def _require_labels(self) -> Volume:
+    def _require(self) -> tuple[Volume, Any]:
+        from planner.presets import get_preset
+
         if self.labels is None:
             raise PlanError("no label map yet: segment the image or load a label map first")
         if self.preset is None:
             raise PlanError("no procedure preset chosen")
-        return self.labels
+        return self.labels, get_preset(self.preset)
+
+    def ensure_targets(self) -> Volume:
+        """The labels with the preset's target region; derived by :mod:`planner.targets` if absent."""
+        from planner.anatomy import structure
+        from planner.targets import add_targets
+
+        labels, preset = self._require()
+        if not (labels.array == structure(preset.target).label).any():
+            labels = add_targets(labels)
+            self.labels = labels
+            self.targets_derived = True
+        return labels
+
+    def path_planner(self) -> Any:
+        """The case's :class:`planner.trajectory.PathPlanner` (same inputs as the plan's)."""
+        if self._planner is None:
+            from planner.distance import CaseGeometry
+            from planner.trajectory import PathPlanner
+
+            labels = self.ensure_targets()
+            self._planner = PathPlanner(CaseGeometry(labels=labels, image=self.image), self.preset)
+        return self._planner
+
+    def plan_now(self) -> Any:
+        """The ranked plan (:func:`planner.plan.build_plan`) for the preset on the labels."""
+        from planner.plan import build_plan
+
+        labels = self.ensure_targets()
+        plan = build_plan(self.image, labels, self.preset, case=self.case)
+        self._reset_plan(plan)
+        return plan
+
+    def _reset_plan(self, plan: Any) -> None:
+        self.plan = plan
+        self.selected = None
+        self.current = None
+        self.adjusted = {}
+
+    def use_plan(self, plan: Any) -> None:
+        """Show a plan made elsewhere (a loaded plan.json); checks it was made on this grid."""
+        grid = dict(getattr(plan, "grid", {}) or {})
+        if grid.get("shape_zyx") and list(grid["shape_zyx"]) != list(self.image.shape):
+            raise PlanError(f"the plan was made on a {grid['shape_zyx']} grid but the image is "
+                            f"{list(self.image.shape)}; open the image the plan belongs to")
+        if plan.procedure != self.preset:
+            self.set_preset(plan.procedure)
+        self._reset_plan(plan)
 
     @property
     def trajectories(self) -> Sequence[Any]:
-        return list(_get(self.plan, "trajectories", []) or []) if self.plan is not None else []
-
-    def plan_now(self, progress: ProgressCallback | None = None) -> Any:
-        """Run the ranked search (planner.plan) for the preset on the labels; keeps the plan."""
-        labels = self._require_labels()
-        from planner.plan import make_plan
-
-        self.plan = make_plan(self.image, labels, self.preset)
-        self.selected = None
-        self.current = None
-        return self.plan
+        return list(self.plan.trajectories) if self.plan is not None else []
 
     def select(self, index: int) -> Any:
         """Make ranked trajectory ``index`` the path being shown and adjusted."""
@@ -106,16 +169,235 @@ class PlanningSession:
         if not 0 <= index < len(trajectories):
             raise PlanError(f"no trajectory {index + 1}: the plan has {len(trajectories)}")
         self.selected = index
-        self.current = trajectories[index]
+        self.current = self.adjusted.get(index, trajectories[index])
+        return self.current
+
+    def evaluate_lps(self, entry_lps: np.ndarray, target_lps: np.ndarray) -> Any:
+        """Every metric of one straight path (planner.trajectory.PathPlanner.evaluate)."""
+        if np.allclose(entry_lps, target_lps):
+            raise PlanError("entry and target are the same point; drag one of them apart")
+        self.current = self.path_planner().evaluate(np.asarray(entry_lps, float), np.asarray(target_lps, float))
+        if self.selected is not None:
+            self.adjusted[self.selected] = self.current
         return self.current
 
     def evaluate_world(self, entry_zyx: np.ndarray, target_zyx: np.ndarray) -> Any:
-        """Every metric of the straight path between two napari points (planner.trajectory)."""
-        raise NotImplementedError
+        """:meth:`evaluate_lps` for two napari world points ``[z, y, x]`` mm."""
+        return self.evaluate_lps(self.to_lps(entry_zyx), self.to_lps(target_zyx))
+
+    def current_path_lps(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.current is None:
+            raise PlanError("no path selected yet: plan, then select a row")
+        return (np.asarray(_get(self.current, "entry_lps_mm"), float),
+                np.asarray(_get(self.current, "target_lps_mm"), float))
 
     @staticmethod
     def is_feasible(trajectory: Any) -> bool:
         return bool(_get(trajectory, "feasible", False))
+
+    def adjusted_plan(self) -> Any:
+        """The plan with every dragged trajectory replaced by its re-evaluated metrics.
+
+        The spread (which feeds the analgesia estimate) is re-estimated from the adjusted
+        primary tips with :func:`planner.spread.estimate_spread`, and a warning in the plan
+        says which trajectories were moved by hand.
+        """
+        if self.plan is None:
+            raise PlanError("no plan yet: press Plan first")
+        if not self.adjusted:
+            return self.plan
+        from planner.plan import Trajectory
+        from planner.spread import estimate_spread
+
+        trajectories = list(self.plan.trajectories)
+        moved = []
+        for index, metrics in sorted(self.adjusted.items()):
+            old = trajectories[index]
+            new = Trajectory.from_metrics(metrics, rank=old.rank, role=old.role)
+            trajectories[index] = dataclasses.replace(new, details={**new.details, "adjusted_in_viewer": True})
+            moved.append(f"{old.role} {old.rank} ({old.side})")
+        spread = dict(self.plan.spread)
+        if self.plan.preset.get("modality", "CT") == "CT":
+            tips = [t.target_lps_mm for t in trajectories if t.role == "primary"]
+            spread = estimate_spread(self.path_planner().geometry, tips, target=self.plan.target).to_dict()
+        note = f"adjusted by hand in the napari viewer and re-evaluated: {', '.join(moved)}"
+        warnings = tuple(w for w in self.plan.warnings if not w.startswith("adjusted by hand")) + (note,)
+        return dataclasses.replace(self.plan, trajectories=tuple(trajectories), spread=spread, warnings=warnings)
+
+    def save_plan(self, path: Path) -> Path:
+        return self.adjusted_plan().save(path)
+
+    # ------------------------------------------------------------- skin risk
+    def compute_skin_risk(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Per skin entry: the lowest risk of a feasible path from it (``nan``: none feasible).
+
+        From the candidate sets of :meth:`planner.trajectory.PathPlanner.search` on every
+        side the preset plans; ``None`` for ultrasound presets (no skin surface).
+        """
+        from planner.presets import get_preset
+        from planner.trajectory import sides_for
+
+        preset = get_preset(self.preset)
+        if preset.in_plane:
+            return None
+        planner = self.path_planner()
+        entries, risks = [], []
+        for side in sides_for(preset):
+            cands = planner.search(side)
+            risk = np.where(cands.feasible, cands.risk, np.nan)
+            unique, inverse = np.unique(cands.entry_lps, axis=0, return_inverse=True)
+            best = np.full(len(unique), np.inf)
+            np.fmin.at(best, inverse.ravel(), risk)
+            entries.append(unique)
+            risks.append(np.where(np.isfinite(best), best, np.nan))
+        self._skin = (self.to_world(np.concatenate(entries)), np.concatenate(risks))
+        return self._skin
+
+    def skin_risk(self) -> tuple[np.ndarray, np.ndarray] | None:
+        return self._skin
+
+    # ------------------------------------------------------------- outcome
+    def outcome(self, clinical: Mapping[str, Any]) -> Any:
+        """:func:`planner.analgesia.predict` for the clinical inputs and the (adjusted) plan.
+
+        Plan-derived inputs (procedure, approach, bilateral, spread, encasement) come from
+        the plan through :func:`planner.analgesia.inputs_from_plan`, when there is one.
+        """
+        from planner.analgesia import ClinicalInputs, inputs_from_plan, predict
+
+        values = dict(clinical)
+        if self.plan is not None:
+            plan_dict = self.adjusted_plan().to_dict()
+            for key in PLAN_DERIVED_INPUTS:
+                values.pop(key, None)
+            inputs = inputs_from_plan(plan_dict, **values)
+        else:
+            inputs = ClinicalInputs.from_mapping(values)
+        return predict(inputs)
+
+    def relief_curve(self, estimate: Any, weeks: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """P(still relieved | response) over ``weeks`` from the same model (planner.analgesia)."""
+        from planner.analgesia import ClinicalInputs, load_model
+        from planner.analgesia.features import encode
+
+        grid = np.linspace(0.0, 52.0, 105) if weeks is None else np.asarray(weeks, float)
+        inputs = ClinicalInputs.from_mapping(estimate.inputs)
+        return grid, np.asarray(load_model().relieved_survival(encode(inputs)[None, :], grid))[0]
+
+    # ------------------------------------------------------------- presentation
+    def table(self) -> tuple[list[str], list[list[str]], list[str]]:
+        """Headers, formatted cells and a tooltip (the reasons) per ranked trajectory."""
+        return trajectory_table(self.trajectories)
+
+    def metrics_html(self, trajectory: Any) -> str:
+        return metrics_html(trajectory)
+
+    @staticmethod
+    def outcome_html(estimate: Any) -> str:
+        return outcome_html(estimate)
+
+
+#: ClinicalInputs fields that a plan provides (planner.analgesia.inputs_from_plan)
+PLAN_DERIVED_INPUTS = ("procedure", "approach", "bilateral", "spread_quadrants", "celiac_axis_encasement")
+
+
+# ------------------------------------------------------------------ formatting (no numbers made here)
+def _angle(value: Any) -> str:
+    return "-" if value is None else f"{float(value):.0f}"
+
+
+def _prob(value: Any) -> str:
+    return "-" if value is None else f"{100 * float(value):.0f}%"
+
+
+def trajectory_table(trajectories: Sequence[Any]) -> tuple[list[str], list[list[str]], list[str]]:
+    """The ranked table: one row per trajectory, a clearance column per organ at risk.
+
+    Columns: rank, side, within hard constraints, length, needle, skin / gantry angle,
+    risk, probability of touching an organ at risk, then the minimum clearance (mm) to
+    every organ at risk the preset forbids (nearest first by the first row).
+    """
+    oars: list[str] = []
+    for t in trajectories:
+        margins = _get(t, "margins_mm", {}) or {}
+        for name in sorted(margins, key=lambda n: (_get(t, "min_clearance_mm", {}) or {}).get(n, np.inf)):
+            if name not in oars:
+                oars.append(name)
+    from planner.anatomy import structure
+
+    headers = ["#", "Side", "OK", "Length mm", "Needle mm", "Skin °", "Gantry °", "Risk", "P(contact)"]
+    headers += [f"{structure(n).display_name} mm" for n in oars]
+    rows, tips = [], []
+    for i, t in enumerate(trajectories):
+        clear = _get(t, "min_clearance_mm", {}) or {}
+        needle = _get(t, "needle_length_mm")
+        rows.append([str(i + 1), str(_get(t, "side", "")), "yes" if _get(t, "feasible") else "NO",
+                     fmt_mm(_get(t, "length_mm")), "-" if needle is None else f"{float(needle):.0f}",
+                     _angle(_get(t, "skin_angle_deg")), _angle(_get(t, "gantry_angle_deg")),
+                     f"{float(_get(t, 'risk', np.nan)):.3f}", _prob(_get(t, "p_oar_contact"))]
+                    + [fmt_mm(clear.get(n)) for n in oars])
+        reasons = list(_get(t, "reasons", ()) or ())
+        tips.append("Within every hard constraint" if not reasons else "Breaks: " + "; ".join(reasons))
+    return headers, rows, tips
+
+
+def metrics_html(t: Any) -> str:
+    """Rich-text summary of one path's metrics, hard-constraint breaks in red."""
+    from planner.anatomy import structure
+
+    if t is None:
+        return ""
+    reasons = list(_get(t, "reasons", ()) or ())
+    head = ('<b style="color:#40e040">Within every hard constraint</b>' if not reasons else
+            '<b style="color:#ff4040">Breaks a hard constraint:</b> ' + html.escape("; ".join(reasons)))
+    needle = _get(t, "needle_length_mm")
+    lines = [head,
+             f"Length <b>{fmt_mm(_get(t, 'length_mm'))} mm</b>"
+             + (f" (needle {float(needle):.0f} mm)" if needle is not None else " (no needle long enough)")
+             + f", side {_get(t, 'side', '')}, entry {fmt_mm(_get(t, 'entry_from_midline_mm'))} mm from midline",
+             f"Skin angle {_angle(_get(t, 'skin_angle_deg'))}°, gantry {_angle(_get(t, 'gantry_angle_deg'))}°, "
+             f"cranial {_angle(_get(t, 'cranial_angle_deg'))}°, sagittal {_angle(_get(t, 'sagittal_angle_deg'))}°"
+             + (f", in-plane {_angle(_get(t, 'in_plane_angle_deg'))}°" if _get(t, "in_plane_angle_deg") is not None
+                else ""),
+             f"Risk {float(_get(t, 'risk', np.nan)):.3f}; P(touching an organ at risk) "
+             f"{_prob(_get(t, 'p_oar_contact'))} (lateral error {_prob(_get(t, 'p_oar_contact_lateral'))}, "
+             f"depth {_prob(_get(t, 'p_oar_contact_depth'))})"]
+    clear = _get(t, "min_clearance_mm", {}) or {}
+    margins = _get(t, "margins_mm", {}) or {}
+    cells = []
+    for name in sorted(clear, key=lambda n: clear[n]):
+        value, margin = clear[name], margins.get(name)
+        bad = margin is not None and value < margin
+        colour = "#ff4040" if bad else ("#e0e0e0" if margin is not None else "#909090")
+        limit = f" / {margin:g}" if margin is not None else " (crossable)"
+        cells.append(f'<span style="color:{colour}">{structure(name).display_name}: {fmt_mm(value)}{limit}</span>')
+    if cells:
+        lines.append("Clearance mm (/ hard margin): " + ", ".join(cells))
+    return "<br>".join(lines)
+
+
+def outcome_html(e: Any) -> str:
+    """Rich-text analgesia estimate: label, response, duration with intervals, contributions."""
+    lo, hi = e.relief_weeks_prediction_interval_80
+    mlo, mhi = e.median_relief_weeks_ci_80
+    rlo, rhi = e.p_response_interval_80
+    upper = "> 104" if hi is None else f"{hi:.0f}"
+    lines = [f'<span style="color:#e0a040"><i>{html.escape(e.label)}</i></span>',
+             f"Initial response: <b>{100 * e.p_response:.0f}%</b> (80% interval {100 * rlo:.0f}-{100 * rhi:.0f}%)",
+             f"Relief if response: median <b>{e.median_relief_weeks:.1f} weeks</b>, 80% prediction interval "
+             f"<b>{lo:.0f}-{upper} weeks</b> (median 80% CI {mlo:.1f}-{mhi:.1f}; reference patient "
+             f"{e.reference_median_relief_weeks:.1f})",
+             "Still relieved (responds, alive): " + ", ".join(
+                 f"{tp.weeks:.0f} wk {100 * tp.p_relieved:.0f}%" for tp in e.timepoints)]
+    if e.contributions:
+        parts = [f"{html.escape(c.description)} (median x{c.median_factor:.2f})" for c in e.contributions[:6]]
+        lines.append("Contributions vs the reference patient: " + "; ".join(parts))
+    else:
+        lines.append("Contributions: none (the reference patient)")
+    for w in e.warnings:
+        lines.append(f'<span style="color:#ff9040">{html.escape(w)}</span>')
+    lines.append(f'<span style="color:#909090">{html.escape(e.disclaimer)} Model {html.escape(e.model_version)}.</span>')
+    return "<br>".join(lines)
 
 
 # ------------------------------------------------------------------ choices for the widget
@@ -154,3 +436,75 @@ def read_label_map(path: str | Path, reference: Volume) -> Volume:
         if not np.all(np.mod(array, 1) == 0):
             raise LabelMapError(f"{p}: holds non-integer values; expected a label map in the vocabulary")
     return labels.with_array(np.asarray(array).astype(np.uint8) if array.max() < 256 else array.astype(np.int32))
+
+
+# ------------------------------------------------------------------ worker steps
+def segment_steps(image: Volume, bundle_path: Path, frames_per_step: int = 8) -> Iterator[tuple[float, str]]:
+    """Generator for a napari worker: yields ``(fraction, message)``, returns the label Volume.
+
+    Runs the bundle through ``segmentation.commands.segment`` (the same pipeline as
+    ``plexplan segment``); torch and MONAI are imported here, not before. An ultrasound
+    cine is segmented a few frames at a time (frames are independent), so progress is
+    real and Cancel takes effect between steps.
+    """
+    from segmentation.commands.segment import choose_bundle, run_pipeline
+
+    yield 0.02, "Loading the model…"
+    bundle = choose_bundle(str(bundle_path), image)
+    if image.modality != "US" or image.shape[0] <= frames_per_step:
+        yield 0.1, f"Running {bundle.name}…"
+        return run_pipeline(bundle, image, 1, 16, progress=False)
+    parts = []
+    n = image.shape[0]
+    for start in range(0, n, frames_per_step):
+        stop = min(n, start + frames_per_step)
+        chunk = Volume(array=image.array[start:stop], spacing=image.spacing, origin=image.origin,
+                       direction=image.direction, modality=image.modality)
+        parts.append(run_pipeline(bundle, chunk, 1, 16, progress=False).array)
+        yield stop / n, f"Segmented frames {stop}/{n} with {bundle.name}"
+    return image.with_array(np.concatenate(parts, axis=0))
+
+
+def plan_steps(session: PlanningSession) -> Iterator[tuple[float, str]]:
+    """Generator for a napari worker: the ranked plan, then the live evaluator and skin risk."""
+    yield 0.05, f"Planning {session.preset}: distance maps, search, ranking…"
+    plan = session.plan_now()
+    yield 0.6, "Preparing live evaluation…"
+    session.path_planner()
+    yield 0.75, "Skin entry risk…"
+    session.compute_skin_risk()
+    yield 1.0, "Plan ready"
+    return plan
+
+
+def clinical_fields() -> list[dict[str, Any]]:
+    """Editor specs for every :class:`planner.analgesia.features.ClinicalInputs` field."""
+    from dataclasses import fields as dataclass_fields
+
+    from planner.analgesia import features
+
+    choices: dict[str, tuple[Any, ...]] = {
+        "procedure": features.PROCEDURES,
+        "approach": tuple(dict.fromkeys(a for group in features.APPROACHES.values() for a in group)),
+        "tumour_site": features.TUMOUR_SITES,
+    }
+    ranges = {"spread_quadrants": (0, 4), "ecog": (0, 4), "oral_morphine_mg_day": (0.0, 2000.0),
+              "baseline_pain": (0.0, 10.0)}
+    labels = {"oral_morphine_mg_day": "Oral morphine eq. (mg/day)", "ecog": "ECOG",
+              "baseline_pain": "Baseline pain (NRS 0-10)", "spread_quadrants": "Spread (quadrants)",
+              "early_procedure": "Early (not rescue)", "repeat_procedure": "Repeat neurolysis"}
+    specs = []
+    for f in dataclass_fields(features.ClinicalInputs):
+        default = getattr(features.REFERENCE, f.name)
+        spec: dict[str, Any] = {"name": f.name, "label": labels.get(f.name, f.name.replace("_", " ").capitalize()),
+                                "default": default, "from_plan": f.name in PLAN_DERIVED_INPUTS}
+        if f.name in choices:
+            spec.update(kind="choice", choices=choices[f.name])
+        elif isinstance(default, bool):
+            spec["kind"] = "bool"
+        elif isinstance(default, int):
+            spec.update(kind="int", min=ranges.get(f.name, (0, 10))[0], max=ranges.get(f.name, (0, 10))[1])
+        else:
+            spec.update(kind="float", min=ranges.get(f.name, (0.0, 1e4))[0], max=ranges.get(f.name, (0.0, 1e4))[1])
+        specs.append(spec)
+    return specs

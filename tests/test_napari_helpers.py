@@ -206,3 +206,18 @@ def test_reslice_carries_labels_with_nearest_sampling(labels, ct):
     row, col = np.round(rs.needle_px[1]).astype(int)
     assert rs.labels[row, col] == label_of("aorta")
     assert set(np.unique(rs.labels)) <= {0, label_of("aorta"), label_of("kidney_left")}
+
+
+# ---------------------------------------------------------------------------- sample data
+def test_every_bundled_sample_opens_as_image_and_reference_labels():
+    from napari_plugin import _sample_data
+    from planner.samples import case_names
+
+    if not case_names():
+        pytest.skip("no sample cases bundled in sample_dicom/ yet")
+    for name in case_names():
+        (data, meta, kind), (ldata, lmeta, lkind) = getattr(_sample_data, name)()
+        assert kind == "image" and lkind == "labels"
+        assert tuple(np.shape(ldata)) == tuple(np.shape(data)[:3])
+        assert meta["scale"] == lmeta["scale"] and meta["translate"] == lmeta["translate"]
+        assert meta["metadata"]["presets"], name

@@ -54,13 +54,15 @@ def test_every_command_is_used_by_a_contribution():
     assert {c["id"] for c in contributions["commands"]} == used
 
 
-def test_sample_data_covers_every_bundled_case():
-    samples = pytest.importorskip("planner.samples")
-    cases = set(samples.case_names())
-    if not cases:
-        pytest.skip("no sample cases bundled yet")
-    keys = {s["key"] for s in _manifest()["contributions"].get("sample_data", [])}
-    assert keys == cases
+def test_sample_data_covers_every_registered_case():
+    from planner.samples import all_cases
+
+    keys = [s["key"] for s in _manifest()["contributions"]["sample_data"]]
+    assert keys == [case.name for case in all_cases()]
+    from napari_plugin import _sample_data
+
+    with pytest.raises(AttributeError):
+        _sample_data.no_such_case  # noqa: B018
 
 
 def test_importing_every_python_name_loads_neither_torch_nor_monai():

@@ -22,12 +22,14 @@ from qtpy.QtWidgets import (
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
+    QFrame,
     QGroupBox,
     QHBoxLayout,
     QHeaderView,
     QLabel,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QSpinBox,
     QTableWidget,
     QTableWidgetItem,
@@ -68,6 +70,9 @@ class PlanningWidget(QWidget):
         self.session: PlanningSession | None = None
         self._worker: Any = None
         self._updating = False
+        self._path: np.ndarray | None = None
+        self._feasible: bool | None = None
+        self._needle_stale = True
         self._reslice_timer = QTimer(self)
         self._reslice_timer.setSingleShot(True)
         self._reslice_timer.setInterval(150)
@@ -76,12 +81,23 @@ class PlanningWidget(QWidget):
         self.viewer.layers.events.inserted.connect(self._refresh_layer_choices)
         self.viewer.layers.events.removed.connect(self._refresh_layer_choices)
         self.viewer.dims.events.point.connect(self._update_slice_overlay)
-        self.viewer.dims.events.ndisplay.connect(self._update_slice_overlay)
+        self.viewer.dims.events.ndisplay.connect(self._sync_display)
         self._refresh_layer_choices()
 
     # ================================================================ layout
     def _build(self) -> None:
-        root = QVBoxLayout(self)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        body = QWidget()
+        scroll.setWidget(body)
+        outer.addWidget(scroll)
+        self.setMinimumWidth(430)
+        self.setMaximumWidth(560)
+        root = QVBoxLayout(body)
         note = QLabel(DISCLAIMER)
         note.setStyleSheet("color: #e0a040; font-style: italic;")
         note.setWordWrap(True)
@@ -138,8 +154,10 @@ class PlanningWidget(QWidget):
 
         export = QHBoxLayout()
         self.save_plan_button = QPushButton("Save plan…")
+        self.load_plan_button = QPushButton("Load plan…")
         self.screenshot_button = QPushButton("Screenshot…")
         export.addWidget(self.save_plan_button)
+        export.addWidget(self.load_plan_button)
         export.addWidget(self.screenshot_button)
         root.addLayout(export)
 
@@ -152,6 +170,7 @@ class PlanningWidget(QWidget):
         self.cancel_button.clicked.connect(self.cancel)
         self.table.itemSelectionChanged.connect(self._row_selected)
         self.save_plan_button.clicked.connect(self._save_plan_clicked)
+        self.load_plan_button.clicked.connect(self._load_plan_clicked)
         self.screenshot_button.clicked.connect(self._screenshot_clicked)
 
     def _build_paths_tab(self) -> None:
@@ -163,6 +182,7 @@ class PlanningWidget(QWidget):
         self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
         self.table.verticalHeader().setVisible(False)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
+        self.table.setMinimumHeight(150)
         layout.addWidget(self.table, 2)
         self.metrics_label = QLabel("Plan to see ranked needle paths; drag the entry or target point to adjust.")
         self.metrics_label.setWordWrap(True)
@@ -195,7 +215,10 @@ class PlanningWidget(QWidget):
         for spec in clinical_fields():
             editor = _editor_for(spec)
             self.clinical_editors[spec["name"]] = editor
-            form.addRow(spec["label"], editor)
+            if spec.get("from_plan"):
+                editor.setToolTip("taken from the plan when there is one (planner.analgesia.inputs_from_plan)")
+            form.addRow(spec["label"] + (" ◂ plan" if spec.get("from_plan") else ""), editor)
+        self._plan_editors = [self.clinical_editors[s["name"]] for s in clinical_fields() if s.get("from_plan")]
         layout.addLayout(form)
         self.predict_button = QPushButton("Estimate analgesia duration")
         layout.addWidget(self.predict_button)
@@ -254,7 +277,11 @@ class PlanningWidget(QWidget):
             self.session = None
             return
         if self.session is None or self.session.image is not volume:
-            self.session = PlanningSession(image=volume, preset=self.preset_combo.currentData())
+            layer = self._layer(self.image_combo.currentText())
+            meta = layer.metadata if layer is not None else {}
+            self._choose_preset(list(meta.get("presets") or []), volume.modality)
+            self.session = PlanningSession(image=volume, preset=self.preset_combo.currentData(),
+                                           case=str(meta.get("sample_case") or self.image_combo.currentText()))
             self._labels_changed()
 
     def _labels_changed(self, *_: Any) -> None:
@@ -270,6 +297,15 @@ class PlanningWidget(QWidget):
             self._say(f"Labels: {layer.name} ({len(np.unique(labels.array)) - 1} structures). Press Plan.")
         except PlannerError as exc:
             self._fail(str(exc))
+
+    def _choose_preset(self, suggested: list[str], modality: str) -> None:
+        """Default procedure: the case's first suggested preset, else one for the modality."""
+        fallback = ["supraclavicular_us_inplane"] if modality == "US" else ["celiac_posterior_retrocrural"]
+        for name in suggested + fallback:
+            index = self.preset_combo.findData(name)
+            if index >= 0:
+                self.preset_combo.setCurrentIndex(index)
+                return
 
     def _preset_changed(self, *_: Any) -> None:
         if self.session is not None:
@@ -299,7 +335,9 @@ class PlanningWidget(QWidget):
         """Load a label map file (NIfTI or DICOM SEG) onto the image grid."""
         from napari_plugin._session import read_label_map
 
-        labels = read_label_map(path)
+        if self.session is None:
+            raise PlannerError("open the image first; the label map is placed on its grid")
+        labels = read_label_map(path, self.session.image)
         layer = self.add_labels(labels, Path(path).name.split(".")[0])
         self.segmented.emit()
         return layer
@@ -412,6 +450,10 @@ class PlanningWidget(QWidget):
                 item.setToolTip(tip)
                 self.table.setItem(r, c, item)
         self.table.blockSignals(False)
+        for editor in self._plan_editors:
+            editor.setEnabled(self.session.plan is None)
+        if self.session.targets_derived:
+            self._show_derived_targets()
         self._show_skin_risk()
         n = len(rows)
         self._say(f"{n} ranked path{'s' if n != 1 else ''} for {self.preset_combo.currentText()}. "
@@ -420,27 +462,77 @@ class PlanningWidget(QWidget):
             self.table.selectRow(0)
             self.select_row(0)
 
+    def _show_derived_targets(self) -> None:
+        """Show the target regions planner.targets derived (the labels had none)."""
+        assert self.session is not None and self.session.labels is not None
+        layer = self._layer(self.labels_combo.currentText())
+        if layer is not None and layer.data.shape == self.session.labels.shape:
+            data, meta, _ = labels_layer_data(self.session.labels, layer.name)
+            layer.data = data
+            layer.colormap = meta["colormap"]
+            layer.features = meta["features"]
+            self._say(self.status.text() + " Target regions derived by planner.targets (shown in the labels).")
+
+    def load_plan(self, path: str | Path) -> Any:
+        """Open a saved plan.json on the current image and show its trajectories."""
+        from planner.plan import Plan
+
+        assert self.session is not None
+        plan = Plan.load(path)
+        self.preset_combo.blockSignals(True)
+        self.preset_combo.setCurrentIndex(max(0, self.preset_combo.findData(plan.procedure)))
+        self.preset_combo.blockSignals(False)
+        self.session.use_plan(plan)
+        self.show_plan()
+        self.planned.emit()
+        return plan
+
+    def _load_plan_clicked(self) -> None:
+        if self.session is None:
+            self._fail("open the image the plan belongs to first")
+            return
+        path, _ = QFileDialog.getOpenFileName(self, "Load plan", "", "Plan JSON (*.json)")
+        if path:
+            try:
+                self.load_plan(path)
+            except PlannerError as exc:
+                self._fail(str(exc))
+
     def _row_selected(self) -> None:
         rows = self.table.selectionModel().selectedRows()
         if rows:
             self.select_row(rows[0].row())
 
     def select_row(self, index: int) -> None:
+        """Show ranked trajectory ``index`` and move the 2D slice to its target."""
         assert self.session is not None
         trajectory = self.session.select(index)
-        self._show_needle(self.session.trajectory_world(trajectory), trajectory)
+        path = self.session.trajectory_world(trajectory)
+        dims = self.viewer.dims
+        if dims.ndim == 3 and len(dims.not_displayed) == 1:
+            axis = int(dims.not_displayed[0])
+            dims.set_point(axis, float(path[1][axis]))
+        self._show_needle(path, trajectory)
+
+    def set_path_world(self, entry_zyx: Any, target_zyx: Any) -> Any:
+        """Show and evaluate a path given as two napari world points (no plan needed)."""
+        assert self.session is not None
+        trajectory = self.session.evaluate_world(np.asarray(entry_zyx, float), np.asarray(target_zyx, float))
+        self._show_needle(np.stack([np.asarray(entry_zyx, float), np.asarray(target_zyx, float)]), trajectory)
+        return trajectory
 
     # ================================================================ the needle
     def _ensure_needle_layers(self, path_world: np.ndarray) -> None:
+        vectors = _needle.as_vectors(path_world)
         if NEEDLE_LAYER not in self.viewer.layers:
-            self.viewer.add_shapes([path_world], shape_type="path", edge_width=1.5, edge_color=[_needle.NEEDLE_OK_COLOR],
-                                   name=NEEDLE_LAYER, metadata={ROLE_KEY: "needle"})
+            self.viewer.add_vectors(vectors, edge_width=1.5, edge_color=_needle.hex_color(True), vector_style="line",
+                                    blending="translucent_no_depth", name=NEEDLE_LAYER,
+                                    metadata={ROLE_KEY: "needle"})
         if PROJECTION_LAYER not in self.viewer.layers:
-            self.viewer.add_shapes([path_world], shape_type="path", edge_width=1.0,
-                                   edge_color=[_needle.NEEDLE_OK_COLOR], opacity=0.6, name=PROJECTION_LAYER,
-                                   metadata={ROLE_KEY: "needle_projection"})
+            self.viewer.add_vectors(vectors, edge_width=1.2, edge_color=_needle.hex_color(True), vector_style="line",
+                                    opacity=0.7, name=PROJECTION_LAYER, metadata={ROLE_KEY: "needle_projection"})
         if CROSSING_LAYER not in self.viewer.layers:
-            self.viewer.add_points(np.zeros((0, 3)), size=6, symbol="ring", face_color=_needle.NEEDLE_OK_COLOR,
+            self.viewer.add_points(np.zeros((0, 3)), size=7, symbol="ring", face_color=_needle.hex_color(True),
                                    border_width=0, name=CROSSING_LAYER, metadata={ROLE_KEY: "needle_crossing"})
         if HANDLES_LAYER not in self.viewer.layers:
             layer = self.viewer.add_points(path_world, size=5, face_color=["#40ff40", "#ffd700"],
@@ -448,7 +540,8 @@ class PlanningWidget(QWidget):
                                            out_of_slice_display=True, metadata={ROLE_KEY: "needle_handles"})
             layer.events.data.connect(self._handles_moved)
             layer.mode = "select"
-        for name in (PROJECTION_LAYER, CROSSING_LAYER):
+            self._sync_display()
+        for name in (NEEDLE_LAYER, PROJECTION_LAYER, CROSSING_LAYER):
             self.viewer.layers[name].editable = False
 
     def _show_needle(self, path_world: np.ndarray, trajectory: Any) -> None:
@@ -457,7 +550,7 @@ class PlanningWidget(QWidget):
         try:
             self._ensure_needle_layers(path_world)
             handles = self.viewer.layers[HANDLES_LAYER]
-            if not np.allclose(handles.data, path_world) or len(handles.data) != 2:
+            if len(handles.data) != 2 or not np.allclose(handles.data, path_world):
                 handles.data = path_world
             self._draw_needle(path_world, self.session.is_feasible(trajectory))
         finally:
@@ -467,25 +560,31 @@ class PlanningWidget(QWidget):
         self.metrics_changed.emit()
 
     def _draw_needle(self, path_world: np.ndarray, feasible: bool) -> None:
-        color = _needle.needle_color(feasible)
-        needle = self.viewer.layers[NEEDLE_LAYER]
-        needle.data = [path_world]
-        needle.shape_type = ["path"]
-        needle.edge_color = [color]
-        needle.metadata[PLAN_KEY] = self.session.adjusted_plan() if self.session is not None else None
-        self._update_slice_overlay()
+        """Update only what the current display shows (live dragging stays fast)."""
+        recolour = feasible != self._feasible
+        self._path, self._feasible = np.asarray(path_world, float), feasible
+        if self.viewer.dims.ndisplay == 3:
+            needle = self.viewer.layers[NEEDLE_LAYER]
+            needle.data = _needle.as_vectors(self._path)
+            if recolour or self._needle_stale:
+                needle.edge_color = _needle.hex_color(feasible)
+            self._needle_stale = False
+        else:
+            self._needle_stale = True
+            self._update_slice_overlay(recolour=recolour)
 
     def _handles_moved(self, event: Any = None) -> None:
         """Live re-evaluation while the entry or target point is dragged."""
         if self._updating or self.session is None:
             return
+        if event is not None and str(getattr(event, "action", "changed")) not in ("changed", "ActionType.CHANGED"):
+            return
         handles = self.viewer.layers[HANDLES_LAYER]
         data = np.asarray(handles.data, float)
         if len(data) != 2:  # a point was added or deleted: put the pair back
-            current = self.session.current
-            if current is not None:
+            if self._path is not None:
                 self._updating = True
-                handles.data = self.session.trajectory_world(current)
+                handles.data = self._path
                 self._updating = False
             return
         try:
@@ -502,28 +601,43 @@ class PlanningWidget(QWidget):
         self._reslice_timer.start()
         self.metrics_changed.emit()
 
-    def _update_slice_overlay(self, *_: Any) -> None:
+    def _sync_display(self, *_: Any) -> None:
+        """3D shows the needle itself; 2D shows its projection and where it crosses the slice."""
+        if NEEDLE_LAYER not in self.viewer.layers:
+            return
+        three_d = self.viewer.dims.ndisplay == 3
+        if self.viewer.layers[NEEDLE_LAYER].visible != three_d:
+            self.viewer.layers[NEEDLE_LAYER].visible = three_d
+        for name in (PROJECTION_LAYER, CROSSING_LAYER):
+            if self.viewer.layers[name].visible == three_d:
+                self.viewer.layers[name].visible = not three_d
+        if self._path is not None:
+            self._needle_stale = True
+            self._draw_needle(self._path, bool(self._feasible))
+            if not three_d:
+                self._update_slice_overlay(recolour=True)
+
+    def _update_slice_overlay(self, *_: Any, recolour: bool = False) -> None:
         """The crossing marker and the projection of the needle on the current 2D slice."""
-        if NEEDLE_LAYER not in self.viewer.layers or HANDLES_LAYER not in self.viewer.layers:
+        if self._path is None or PROJECTION_LAYER not in self.viewer.layers or self.viewer.dims.ndisplay != 2:
             return
-        path = np.asarray(self.viewer.layers[NEEDLE_LAYER].data[0], float)
-        color = self.viewer.layers[NEEDLE_LAYER].edge_color[0]
+        dims = self.viewer.dims
+        if dims.ndim != 3 or len(dims.not_displayed) != 1:
+            return
+        axis = int(dims.not_displayed[0])
+        value = float(dims.point[axis])
+        color = _needle.hex_color(bool(self._feasible))
         projection = self.viewer.layers[PROJECTION_LAYER]
+        projection.data = _needle.as_vectors(_needle.projection_on_plane(self._path[0], self._path[1], axis, value))
         crossing = self.viewer.layers[CROSSING_LAYER]
-        two_d = self.viewer.dims.ndisplay == 2
-        projection.visible = crossing.visible = two_d
-        if not two_d:
-            return
-        axis = int(self.viewer.dims.not_displayed[-1]) if self.viewer.dims.not_displayed else 0
-        axis -= self.viewer.dims.ndim - 3  # world axes of a 3D scene
-        value = float(self.viewer.dims.point[axis + self.viewer.dims.ndim - 3])
-        projection.data = [_needle.projection_on_plane(path[0], path[1], axis, value)]
-        projection.shape_type = ["path"]
-        projection.edge_color = [color]
-        point = _needle.plane_crossing(path[0], path[1], axis, value)
+        point = _needle.plane_crossing(self._path[0], self._path[1], axis, value)
+        had = len(crossing.data) > 0
         crossing.data = np.zeros((0, 3)) if point is None else point[None, :]
-        if point is not None:
-            crossing.face_color = [color]
+        if recolour or (point is not None and not had):
+            projection.edge_color = color
+            if point is not None:
+                crossing.face_color = color
+                crossing.current_face_color = color
 
     def _show_skin_risk(self) -> None:
         assert self.session is not None
@@ -542,11 +656,16 @@ class PlanningWidget(QWidget):
 
     # ================================================================ reslices
     def _update_reslices(self) -> None:
+        """After a drag settles: the reslices, and the plan the needle layer saves (npe2 writer)."""
         if self.session is None or self.session.current is None:
             return
-        from napari_plugin._session import draw_reslices
+        if NEEDLE_LAYER in self.viewer.layers and self.session.plan is not None:
+            self.viewer.layers[NEEDLE_LAYER].metadata[PLAN_KEY] = self.session.adjusted_plan()
+        from napari_plugin._figures import draw_reslices
 
-        draw_reslices(self.view_figure, self.session)
+        entry, target = self.session.current_path_lps()
+        draw_reslices(self.view_figure, self.session.image, self.session.labels, entry, target,
+                      self.session.is_feasible(self.session.current))
         self.view_canvas.draw_idle()
 
     # ================================================================ outcome
@@ -555,7 +674,7 @@ class PlanningWidget(QWidget):
 
     def predict_outcome(self) -> Any:
         """Analgesia estimate for the clinical inputs and the current plan (planner.analgesia)."""
-        from napari_plugin._session import draw_outcome
+        from napari_plugin._figures import draw_relief_curve
 
         if self.session is None:
             self._fail("open an image first")
@@ -566,7 +685,11 @@ class PlanningWidget(QWidget):
             self._fail(str(exc))
             return None
         self.outcome_label.setText(self.session.outcome_html(estimate))
-        draw_outcome(self.outcome_figure, estimate)
+        for name, value in estimate.inputs.items():  # show what the plan contributed
+            if name in self.clinical_editors:
+                _set_editor_value(self.clinical_editors[name], value)
+        weeks, curve = self.session.relief_curve(estimate)
+        draw_relief_curve(self.outcome_figure, weeks, curve, estimate)
         self.outcome_canvas.draw_idle()
         return estimate
 
@@ -618,6 +741,19 @@ def _editor_for(spec: dict[str, Any]) -> QWidget:
     if spec.get("help"):
         editor.setToolTip(spec["help"])
     return editor
+
+
+def _set_editor_value(editor: QWidget, value: Any) -> None:
+    editor.blockSignals(True)
+    if isinstance(editor, QCheckBox):
+        editor.setChecked(bool(value))
+    elif isinstance(editor, QComboBox):
+        index = editor.findData(value)
+        if index >= 0:
+            editor.setCurrentIndex(index)
+    else:
+        editor.setValue(value)
+    editor.blockSignals(False)
 
 
 def _editor_value(editor: QWidget) -> Any:
