@@ -36,6 +36,11 @@ What this module guarantees, because a mis-placed slice would mis-place a needle
   ``Volume.display_rgb`` and ``array`` holds the luminance; pixel spacing comes from
   SequenceOfUltrasoundRegions (cm -> mm), else PixelSpacing, else 1 mm with a warning.
 
+``Volume.source`` lists the files (and SOP Instance UIDs) in z order; after resampling
+(tilt, gaps, non-uniform steps) slices no longer correspond one-to-one to those files.
+Public API: :func:`load_dicom` (also reached through ``planner.volume.load``),
+:func:`list_series`, :func:`count_image_series`.
+
 Patient names and IDs seen in headers are registered with :mod:`planner.logs` so logs
 redact them; they are never put into messages.
 """
@@ -43,10 +48,12 @@ redact them; they are never put into messages.
 from __future__ import annotations
 
 import os
+import warnings as py_warnings
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -283,6 +290,16 @@ def _scan(path: str | os.PathLike[str]) -> _Scan:
     return scan
 
 
+@contextmanager
+def _pydicom_warnings_to_debug_log() -> Iterator[None]:
+    """pydicom warns about odd values (invalid UIDs, VR mismatches): log them, don't print."""
+    with py_warnings.catch_warnings(record=True) as caught:
+        py_warnings.simplefilter("always")
+        yield
+    for item in caught:
+        log.debug("pydicom: %s", item.message)
+
+
 def _summary(uid: str, instances: Sequence[_Instance]) -> SeriesSummary:
     ds = instances[0].ds
     return SeriesSummary(
@@ -314,8 +331,9 @@ def _summarise_skipped(skipped: Sequence[SkippedFile], limit: int = 6) -> str:
 
 def list_series(path: str | os.PathLike[str]) -> list[SeriesSummary]:
     """The image series under ``path`` (non-image and unreadable files are left out)."""
-    scan = _scan(path)
-    return [_summary(uid, inst) for uid, inst in scan.series.items()]
+    with _pydicom_warnings_to_debug_log():
+        scan = _scan(path)
+        return [_summary(uid, inst) for uid, inst in scan.series.items()]
 
 
 def count_image_series(path: str | os.PathLike[str]) -> int:
@@ -838,6 +856,11 @@ def load_dicom(path: str | os.PathLike[str], series: str | None = None) -> Volum
     Raises:
         DicomSeriesError: one line naming the folder or file, what is wrong, and what to do.
     """
+    with _pydicom_warnings_to_debug_log():
+        return _load(path, series)
+
+
+def _load(path: str | os.PathLike[str], series: str | None) -> Volume:
     scan = _scan(path)
     uid, instances = _select(scan, series)
     warnings: list[str] = []

@@ -271,6 +271,38 @@ def test_seg_only_and_rtstruct_only_folders_are_recognised(tmp_path):
     assert volume.shape == (3, 512, 512) and "DICOM SEG" in volume.warnings[0]
 
 
+@pytest.mark.parametrize("name, reason", [("test-SR.dcm", "structured report"), ("rtdose.dcm", "RT dose grid"),
+                                          ("rtplan.dcm", "RT plan"), ("liver_1frame.dcm", "DICOM SEG")])
+def test_other_non_image_objects_are_recognised(tmp_path, name, reason):
+    copy_files([pydicom_test_file(name)], tmp_path)
+    assert reason in error_of(tmp_path)
+    assert count_image_series(tmp_path) == 0
+
+
+def test_presentation_state_next_to_a_series_is_skipped(tmp_path, thigh_files, thigh_reference):
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    copy_files(thigh_files, tmp_path)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.11.1"  # Grayscale Softcopy Presentation State
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    gsps = Dataset()
+    gsps.file_meta = meta
+    gsps.SOPClassUID, gsps.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    gsps.Modality, gsps.SeriesInstanceUID = "PR", thigh_reference.source.series_instance_uid
+    gsps.save_as(tmp_path / "gsps.dcm", enforce_file_format=True)
+    volume = load_dicom(tmp_path)
+    np.testing.assert_array_equal(volume.array, thigh_reference.array)
+    assert "presentation state (Modality PR), not an image (gsps.dcm)" in volume.warnings[0]
+
+
+def test_several_unpositioned_2d_files_are_not_stacked(tmp_path):
+    copy_files([pydicom_test_file("US1_UNCR.dcm")] * 2, tmp_path, ["a.dcm", "b.dcm"])
+    assert "separate 2D images, not a volume" in error_of(tmp_path)
+
+
 def test_file_without_position_tags_is_named(tmp_path, thigh_files):
     copied = copy_files(thigh_files, tmp_path)
     ds = pydicom.dcmread(copied[20])
