@@ -135,7 +135,7 @@ class SeriesSummary:
         """One short phrase: ``UID (CT, 'desc', 41 slices)``."""
         desc = f", '{self.description}'" if self.description else ""
         files = f" in {self.n_files} files" if self.n_files not in (1, self.n_frames) else ""
-        kind = "slices" if self.n_files > 1 else "frames"
+        kind = "slices" if self.n_files > 1 else ("frames" if self.n_frames > 1 else "image")
         return f"{self.uid} ({self.modality or '?'}{desc}, {self.n_frames} {kind}{files})"
 
 
