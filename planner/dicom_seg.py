@@ -26,6 +26,7 @@ from typing import Sequence
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from planner import __version__
 from planner.anatomy import CATEGORY_MEANINGS, STRUCTURES, Structure, from_external_name, structure
@@ -97,7 +98,7 @@ def _slice_order(labels: Volume, datasets: list[Dataset]) -> list[int]:
 def write_seg(labels: Volume, source: DicomSource | Sequence[Dataset | str | os.PathLike[str]] | None,
               path: str | os.PathLike[str], *, algorithm: Algorithm | None = None,
               series_description: str = "Reference labels", series_number: int = 100,
-              uid_seed: str | None = None) -> Path:
+              uid_seed: str | None = None, deflate: bool = True) -> Path:
     """Write the label map ``labels`` as a binary DICOM SEG at ``path`` (atomically).
 
     Args:
@@ -106,7 +107,9 @@ def write_seg(labels: Volume, source: DicomSource | Sequence[Dataset | str | os.
             ``None`` uses ``labels.source``.
         path: output file.
         algorithm: ``None`` for reference (manual) labels, else the model that made them.
-        uid_seed: text to derive reproducible UIDs from (``None`` = random UIDs).
+        uid_seed: text to derive reproducible UIDs from (and fixed dates); ``None`` =
+            random UIDs, current dates.
+        deflate: write with the Deflated Explicit VR Little Endian transfer syntax.
 
     Raises:
         LabelMapError: for labels outside the vocabulary, an empty map, or a source
@@ -166,9 +169,14 @@ def write_seg(labels: Volume, source: DicomSource | Sequence[Dataset | str | os.
                 element.value = STUDY_DATE + STUDY_TIME
             elif element.keyword == "DimensionOrganizationUID":
                 element.value = dimension_uid
+    if deflate:
+        # BINARY SEG may not be RLE/JPEG-compressed by highdicom; the Deflated transfer
+        # syntax (zlib over the whole dataset) shrinks bit-packed masks ~30x and every
+        # DICOM toolkit (pydicom, GDCM, DCMTK) reads it
+        seg.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
     target = Path(path)
     with atomic_output(target) as tmp:
-        seg.save_as(tmp)
+        seg.save_as(tmp, enforce_file_format=True)
     return target
 
 

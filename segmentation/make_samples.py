@@ -192,7 +192,7 @@ def build_ct_case(case: SampleCase, folder: Path) -> None:
         "`labels.nii.gz` (same voxels), names in `labels.json`; landmarks (LPS mm) in `landmarks.json`.",
         "Phantom parameters: " + ", ".join(f"{k}={v}" for k, v in CT_PARAMS[case.name].items()) + ".",
     ]
-    level = getattr(phantom.params, "celiac_level", None) or phantom.landmarks.get("celiac_level")
+    level = phantom.details.get("celiac_level") or phantom.params.celiac_level
     if level:
         facts.append(f"Celiac trunk origin level: {level}.")
     (folder / "case.md").write_text(_card(case, facts, names))
@@ -260,33 +260,42 @@ def _write_index(out_dir: Path) -> None:
 
 
 # ---------------------------------------------------------------------- overview pictures
-def _overlay(ax: Any, image: np.ndarray, labels: np.ndarray, extent: list[float], window: tuple[float, float],
-             alpha: float = 0.45) -> None:
-    from planner.anatomy import color_table
+def _overlay(ax: Any, image: np.ndarray, labels: np.ndarray | None, extent: list[float],
+             window: tuple[float, float], alpha: float = 0.45) -> set[int]:
+    """Greyscale ``image`` with targets and organs-at-risk of ``labels`` tinted; returns them.
+
+    Context structures (body, skin, fat, muscle) are left uncoloured so the image shows.
+    """
+    from planner.anatomy import Role, color_table
 
     low, high = window
     ax.imshow(image, cmap="gray", vmin=low, vmax=high, extent=extent, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if labels is None:
+        return set()
     table = color_table()
     labels = labels.astype(np.int64)
     rgba = np.zeros(labels.shape + (4,))
+    shown = set()
     for value in np.unique(labels):
-        if value:
+        if value and structure(int(value)).role is not Role.CONTEXT:
             rgba[labels == value] = table[int(value)][:3] + (alpha,)
+            shown.add(int(value))
     ax.imshow(rgba, extent=extent, interpolation="nearest")
-    ax.set_xticks([])
-    ax.set_yticks([])
+    return shown
 
 
-def _legend(fig: Any, shown: set[int]) -> None:
+def _legend(fig: Any, shown: set[int], ncol: int = 6) -> None:
     from matplotlib.patches import Patch
 
     handles = [Patch(color=structure(int(v)).color_float, label=structure(int(v)).display_name)
                for v in sorted(shown) if v]
-    fig.legend(handles=handles, loc="lower center", ncol=6, fontsize=6, frameon=False)
+    fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=6, frameon=False)
 
 
 def ct_views(case: SampleCase, out: Path) -> Path:
-    """Axial, coronal and sagittal slices through the case's target, labels overlaid."""
+    """Axial, coronal and sagittal slices through the case's target: CT alone, then labelled."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -300,26 +309,31 @@ def ct_views(case: SampleCase, out: Path) -> Path:
     hu, lab = np.asarray(image.array, float), np.asarray(labels.array)
     target = structure(CASE_TARGET[case.name]).label
     cz, cy, cx = (int(round(c)) for c in np.argwhere(lab == target).mean(axis=0))
-    aorta = np.argwhere(lab == structure("aorta").label)
+    aorta = np.argwhere(lab[:, :, :] == structure("aorta").label)
     if aorta.size:
         cx = int(round(aorta[:, 2].mean()))  # sagittal through the aorta
     sz, sy, sx = image.spacing
     nz, ny, nx = image.shape
     window = (40 - 200, 40 + 200)
-    fig, axes = plt.subplots(1, 3, figsize=(11, 4.6), gridspec_kw={"width_ratios": [nx * sx, nx * sx, ny * sy]})
-    # axial: patient right on the left, anterior up (LPS: +x = left, +y = posterior)
-    _overlay(axes[0], hu[cz], lab[cz], [0, nx * sx, ny * sy, 0], window)
-    axes[0].set_title(f"axial, z = {image.index_to_lps((cz, 0, 0))[2]:.0f} mm", fontsize=8)
-    # coronal and sagittal: superior up (+z = superior)
-    _overlay(axes[1], hu[::-1, cy, :], lab[::-1, cy, :], [0, nx * sx, 0, nz * sz], window)
-    axes[1].set_title("coronal (patient right on the left)", fontsize=8)
-    _overlay(axes[2], hu[::-1, :, cx], lab[::-1, :, cx], [0, ny * sy, 0, nz * sz], window)
-    axes[2].set_title("sagittal through the aorta (anterior on the left)", fontsize=8)
-    shown = set(np.unique(lab[cz])) | set(np.unique(lab[:, cy, :])) | set(np.unique(lab[:, :, cx]))
+    # axial: patient right on the left, anterior up (LPS: +x = left, +y = posterior);
+    # coronal and sagittal: superior up (+z = superior, slice 0 is the most inferior)
+    cuts = [
+        (hu[cz], lab[cz], [0, nx * sx, ny * sy, 0], f"axial, z = {image.index_to_lps((cz, 0, 0))[2]:.0f} mm"),
+        (hu[::-1, cy, :], lab[::-1, cy, :], [0, nx * sx, 0, nz * sz], "coronal (patient right on the left)"),
+        (hu[::-1, :, cx], lab[::-1, :, cx], [0, ny * sy, 0, nz * sz], "sagittal through the aorta (anterior left)"),
+    ]
+    widths = [nx * sx, nx * sx, ny * sy]
+    fig, axes = plt.subplots(2, 3, figsize=(10, 8.2), gridspec_kw={"width_ratios": widths})
+    shown: set[int] = set()
+    for column, (img, lbl, extent, title) in enumerate(cuts):
+        _overlay(axes[0, column], img, None, extent, window)
+        axes[0, column].set_title(title, fontsize=8)
+        shown |= _overlay(axes[1, column], img, lbl, extent, window, alpha=0.4)
     _legend(fig, shown)
-    fig.suptitle(f"Case {case.number}: {case.title} - synthetic phantom, W400/L40", fontsize=9)
-    fig.subplots_adjust(left=0.01, right=0.99, top=0.9, bottom=0.2, wspace=0.04)
-    fig.savefig(out, dpi=90)
+    fig.suptitle(f"Case {case.number}: {case.title}\nsynthetic phantom, W400/L40; "
+                 "below: targets and organs at risk", fontsize=9)
+    fig.subplots_adjust(left=0.01, right=0.99, top=0.92, bottom=0.13, wspace=0.04, hspace=0.06)
+    fig.savefig(out, dpi=80)
     plt.close(fig)
     return out
 
@@ -342,9 +356,9 @@ def us_views(case: SampleCase, out: Path) -> Path:
     vessel = np.argwhere(lab[mid] == structure("blood_vessel").label)
     column = int(round(vessel[:, 1].mean())) if vessel.size else nx // 2
     fig, axes = plt.subplots(1, 3, figsize=(11, 4.4))
-    _overlay(axes[0], frames[0], np.zeros_like(lab[0]), extent, (0, 255))
+    _overlay(axes[0], frames[0], None, extent, (0, 255))
     axes[0].set_title("frame 1 (lateral on the left)", fontsize=8)
-    _overlay(axes[1], frames[mid], lab[mid], extent, (0, 255), alpha=0.35)
+    shown = _overlay(axes[1], frames[mid], lab[mid], extent, (0, 255), alpha=0.35)
     axes[1].set_title(f"frame {mid + 1} with reference labels", fontsize=8)
     axes[2].imshow(frames[:, :, column].T, cmap="gray", vmin=0, vmax=255, aspect="auto",
                    extent=[0, nz, ny * sy, 0], interpolation="nearest")
@@ -352,7 +366,7 @@ def us_views(case: SampleCase, out: Path) -> Path:
     axes[2].set_xlabel("frame", fontsize=7)
     axes[2].set_ylabel("depth (mm)", fontsize=7)
     axes[2].tick_params(labelsize=6)
-    _legend(fig, set(np.unique(lab[mid])))
+    _legend(fig, shown)
     fig.suptitle(f"Case {case.number}: {case.title} - simulated, not patient data", fontsize=9)
     fig.subplots_adjust(left=0.01, right=0.97, top=0.9, bottom=0.16, wspace=0.12)
     fig.savefig(out, dpi=90)

@@ -44,6 +44,7 @@ def test_registry_has_the_four_cases():
         assert all(get_preset(p).procedure == case.procedure for p in case.presets)
 
 
+@pytest.mark.slow  # ~6 s per case: highdicom parses ~1800 per-frame groups of the SEG
 @pytest.mark.parametrize("case", CT_CASES, ids=[c.name for c in CT_CASES])
 def test_ct_series_geometry_matches_simpleitk_and_seg_matches_nifti(case):
     case = _bundled(case)
