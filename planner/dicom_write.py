@@ -190,6 +190,7 @@ def ct_datasets(volume: Volume, info: SeriesInfo = SeriesInfo(), compress: bool 
         ds = _base_dataset(info, "CT", CTImageStorage, make_uid(seed, "ct-slice", info.series_number, k),
                            series_uid, study_uid)
         ds.ImageType = ["DERIVED", "PRIMARY", "AXIAL"]
+        ds.PatientPosition = "HFS"  # head first supine, as the phantoms are drawn
         ds.FrameOfReferenceUID = frame_uid
         ds.PositionReferenceIndicator = ""
         ds.InstanceNumber = k + 1
@@ -270,7 +271,7 @@ def us_multiframe_dataset(volume: Volume, info: SeriesInfo = SeriesInfo(), frame
     ds = _base_dataset(info, "US", UltrasoundMultiFrameImageStorage, make_uid(seed, "us-image", info.series_number),
                        series_uid, study_uid)
     nz, ny, nx = volume.shape
-    ds.ImageType = ["DERIVED", "PRIMARY", "", "0001"]
+    ds.ImageType = ["DERIVED", "PRIMARY", "MUSCULOSKELETAL", "0001"]  # value 4: 2D imaging
     ds.InstanceNumber = 1
     ds.PatientOrientation = ""
     ds.NumberOfFrames = nz

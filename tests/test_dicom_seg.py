@@ -93,3 +93,17 @@ def test_real_liver_seg_reads_onto_its_ct():
     reference = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "liver_seg.nrrd"))) > 0
     np.testing.assert_array_equal(labels.array == label_of("liver"), reference)
     assert set(np.unique(labels.array)) == {0, label_of("liver")}
+
+
+def test_seg_passes_dciodvfy_when_installed(tmp_path, ct_and_labels):
+    """dicom3tools' validator (no Deflate support there, so the plain encoding) finds no error."""
+    import shutil
+    import subprocess
+
+    if shutil.which("dciodvfy") is None:
+        pytest.skip("dciodvfy not installed (apt-get install dicom3tools)")
+    ct, labels = ct_and_labels
+    path = write_seg(labels, ct_datasets(ct), tmp_path / "seg.dcm", deflate=False)
+    result = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
+    report = result.stdout + result.stderr
+    assert "Error" not in report, report

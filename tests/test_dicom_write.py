@@ -106,3 +106,20 @@ def test_us_multiframe_has_region_calibration(tmp_path):
     loaded = load(path)
     np.testing.assert_array_equal(loaded.array, frames)
     assert loaded.spacing[1:] == pytest.approx((0.15, 0.12))
+
+
+def test_written_files_pass_dciodvfy_when_installed(tmp_path):
+    """dicom3tools' IOD validator (Debian package dicom3tools) finds no error."""
+    import shutil
+    import subprocess
+
+    if shutil.which("dciodvfy") is None:
+        pytest.skip("dciodvfy not installed (apt-get install dicom3tools)")
+    ct = write_ct_series(_ct_volume(), tmp_path / "ct", SeriesInfo(body_part_examined="ABDOMEN"))[0]
+    frames = np.zeros((3, 32, 40), np.uint8)
+    us = write_us_multiframe(Volume(array=frames, spacing=(1.0, 0.2, 0.2), origin=(0.0, 0.0, 0.0)),
+                             tmp_path / "us.dcm", SeriesInfo(body_part_examined="NECK"))
+    for path in (ct, us):
+        result = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
+        report = result.stdout + result.stderr
+        assert "Error" not in report and "Warning" not in report, report
