@@ -26,12 +26,12 @@ LIMITATIONS = [
     "every hazard ratio was converted from odds ratios of response models or assumed (see the parameter "
     "table). The model can only reproduce these assumptions, not discover real effects.",
     "Published odds ratios were multiplied as if independent; combined, they make the cohort's overall "
-    "response rate (about 18%) far lower than in published series (Eisenberg 1995: 89% at 2 weeks; "
+    "response rate ({response_rate}) far lower than in published series (Eisenberg 1995: 89% at 2 weeks; "
     "McGreevy 2013: 67% after a first neurolysis), because the reference probability 0.70 is applied to the "
     "most favourable patient. Treat P(response) for unfavourable profiles as pessimistic.",
     "The model has the same structure as the generator (Weibull hazards, shared gamma frailty), so its "
     "validation on synthetic data is optimistic; a real registry will show how far the structure holds. "
-    "The Cox-spline calibration estimator itself reads about 0.015-0.02 even for the generator's true "
+    "The Cox-spline calibration estimator itself reads about 0.02-0.03 even for the generator's true "
     "probabilities (the 'oracle' ICI in the held-out table).",
     "Splanchnic and superior hypogastric neurolysis rest on very few figures (splanchnic treated like celiac "
     "neurolysis; superior hypogastric from two series of pelvic cancer).",
@@ -149,7 +149,18 @@ def render(model: AnalgesiaModel, generator: dict[str, Any] | None = None,
             value = str(leaf["value"]).replace("|", "/")
             lines.append(f"| {path} | {value} | {'yes' if leaf['assumption'] else 'no'} | {leaf['source']} |")
         lines.append("")
-    lines += ["## Limitations", ""] + [f"- {item}" for item in LIMITATIONS]
+    rate = training.get("responders", 0) / max(training.get("n", 1), 1)
+    limitations = [item.replace("{response_rate}", f"{100 * rate:.0f}% here") for item in LIMITATIONS]
+    if not model.synthetic:
+        limitations = [item for item in limitations if "synthetic" not in item and "response rate" not in item]
+    lines += ["## Limitations", ""] + [f"- {item}" for item in limitations]
+    lines += ["", "## Use", "", "```python",
+              "from planner.analgesia import ClinicalInputs, inputs_from_plan, load_model, predict",
+              "estimate = predict(ClinicalInputs(spread_quadrants=3, ecog=2))  # shipped model by default",
+              "estimate = predict(inputs_from_plan(plan_dict, ecog=2), load_model('this_file.json'))",
+              "estimate.to_dict()  # JSON-ready, label and disclaimer included", "```", "",
+              "`plexplan outcome predict --spread-quadrants 3 --ecog 2 [--plan plan.json] [--json inputs.json] "
+              "[--model FILE]` prints the same JSON."]
     lines += ["", "## Refit on a registry", "",
               "`plexplan outcome fit registry.csv --out DIR` (column schema: `docs/registry_schema.md`, "
               "or `plexplan outcome schema`). Every bad row and column is reported by row number and reason; "

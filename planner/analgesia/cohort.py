@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from planner.analgesia.features import FEATURE_NAMES, PROCEDURES, encode_columns
+from planner.analgesia.features import APPROACHES, FEATURE_NAMES, PROCEDURES, encode_columns
 from planner.errors import OutcomeModelError
 
 PARAMETERS_FILE = Path(__file__).resolve().parent.parent / "data" / "analgesia_cohort.json"
@@ -154,10 +154,11 @@ def generate(n: int, seed: int, params: dict[str, Any] | None = None) -> Cohort:
         encasement[idx] = rng.random(idx.size) < _v(cov["celiac_axis_encasement"])[name]
     spread_tables = _v(cov["spread_quadrants"])
     spread = np.empty(n)
-    for key in sorted(set(approach)):
-        idx = np.flatnonzero(approach == key)
-        table = spread_tables.get(key, spread_tables["default"])
-        spread[idx] = rng.choice(5, size=idx.size, p=np.asarray(table) / np.sum(table))
+    for name in PROCEDURES:
+        for key in APPROACHES[name]:
+            idx = np.flatnonzero((procedure == name) & (approach == key))
+            table = spread_tables[name].get(key, spread_tables[name]["default"])
+            spread[idx] = rng.choice(5, size=idx.size, p=np.asarray(table) / np.sum(table))
     ome = _v(cov["oral_morphine_mg_day"])
     pain = _v(cov["baseline_pain"])
     columns: dict[str, np.ndarray] = {

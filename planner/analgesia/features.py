@@ -30,6 +30,9 @@ APPROACHES: dict[str, tuple[str, ...]] = {
 #: Routes through the skin (all but endoscopic ultrasound); the body/tail effect applies to them.
 NON_PERCUTANEOUS = frozenset({"eus"})
 TUMOUR_SITES: tuple[str, ...] = ("head", "body_tail", "pelvic")
+#: Quadrant spread is assessed for celiac neurolysis only; other procedures are coded 4 (reference).
+SPREAD_ASSESSED = frozenset({"celiac_neurolysis"})
+NOT_ASSESSED_QUADRANTS = 4
 OPIOID_THRESHOLD_MG = 150.0  # Oh 2018 cut-off (oral morphine equivalent, mg/day)
 BASELINE_PAIN_CENTRE = 7.0
 
@@ -203,7 +206,9 @@ def inputs_from_plan(plan_json: Mapping[str, Any], **clinical: Any) -> ClinicalI
     """Clinical inputs whose plan-derived part comes from a ``plan.json`` dict.
 
     Reads ``procedure`` (a preset name, see :data:`PLAN_PRESETS`), ``bilateral``, ``approach``,
-    ``celiac_axis_encased`` and ``spread.quadrants``; the other inputs come from ``clinical``
+    ``celiac_axis_encased`` and ``spread.quadrants`` (celiac neurolysis only; other procedures are
+    coded 4, and a celiac plan whose spread rule says "not applicable" needs ``spread_quadrants``
+    from the caller); the other inputs come from ``clinical``
     keyword arguments (defaults: the reference patient). A keyword that is also in the plan is an
     error, so a plan value is never silently overridden. Raises :class:`PlanError` when the plan is
     malformed.
@@ -238,8 +243,17 @@ def inputs_from_plan(plan_json: Mapping[str, Any], **clinical: Any) -> ClinicalI
     quadrants = spread["quadrants"]
     if isinstance(quadrants, bool) or not isinstance(quadrants, int) or not 0 <= quadrants <= 4:
         raise PlanError(f"plan spread.quadrants must be a whole number 0-4, got {quadrants!r}")
-    values: dict[str, Any] = {"procedure": procedure, "approach": approach, "bilateral": bilateral,
-                              "spread_quadrants": quadrants}
+    rule = spread.get("rule", "")
+    if not isinstance(rule, str):
+        raise PlanError(f"plan spread.rule must be a string, got {rule!r}")
+    values: dict[str, Any] = {"procedure": procedure, "approach": approach, "bilateral": bilateral}
+    if procedure not in SPREAD_ASSESSED:
+        values["spread_quadrants"] = NOT_ASSESSED_QUADRANTS
+    elif rule.strip().lower().startswith("not applicable"):
+        if "spread_quadrants" not in clinical:
+            raise PlanError(f"the plan has no spread estimate ({rule}); pass spread_quadrants (0-4) explicitly")
+    else:
+        values["spread_quadrants"] = quadrants
     encased = plan_json.get("celiac_axis_encased")
     if encased is not None:
         if not isinstance(encased, bool):

@@ -43,6 +43,7 @@ GRID = np.linspace(0.0, 104.0, 521)  # weeks, 0.2-week steps; twice the 52-week 
 N_DRAWS = 256
 DRAW_SEED = 20260101
 RARE_COUNT = 20
+UNCERTAIN_SE = 0.2  # standard error of the log relief-loss hazard above which we warn
 DISCLAIMER = "Research and education software, not a medical device."
 SYNTHETIC_LABEL = ("synthetic cohort: fit on simulated patients built from published figures, "
                    "not on patient data")
@@ -292,10 +293,17 @@ def fit_model(columns: Mapping[str, np.ndarray], training: Mapping[str, Any] | N
     )
 
 
+def _key(value: object) -> str:
+    """Category key: numbers as integers where whole (spread 4.0 -> '4')."""
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def _support(columns: Mapping[str, np.ndarray], x: np.ndarray, responders: np.ndarray) -> dict[str, Any]:
     """How much training data backs each feature and category pair (for rarity warnings)."""
     def pairs(a: str, b: str) -> dict[str, int]:
-        keys = [f"{p}|{q}" for p, q in zip(np.asarray(columns[a])[responders], np.asarray(columns[b])[responders])]
+        keys = [f"{p}|{_key(q)}" for p, q in zip(np.asarray(columns[a])[responders], np.asarray(columns[b])[responders])]
         values, counts = np.unique(np.array(keys, dtype=object), return_counts=True) if keys else ([], [])
         return {str(k): int(c) for k, c in zip(values, counts)}
 
@@ -306,6 +314,7 @@ def _support(columns: Mapping[str, np.ndarray], x: np.ndarray, responders: np.nd
         "feature_nonzero_responders": {f: int(np.count_nonzero(x[responders, j])) for j, f in enumerate(FEATURE_NAMES)},
         "responders_procedure_approach": pairs("procedure", "approach"),
         "responders_procedure_tumour_site": pairs("procedure", "tumour_site"),
+        "responders_procedure_spread": pairs("procedure", "spread_quadrants"),
         "ranges": ranges,
     }
 
@@ -526,14 +535,21 @@ def _warnings(model: AnalgesiaModel, inputs: ClinicalInputs, x: np.ndarray, q90:
         if x[j] != 0 and name != "baseline_pain" and counts.get(name, RARE_COUNT) < RARE_COUNT:
             warnings.append(f"rare in the training data: {FEATURES[name]} ({counts.get(name, 0)} responders)")
     for key, a, b in (("responders_procedure_approach", inputs.procedure, inputs.approach),
-                      ("responders_procedure_tumour_site", inputs.procedure, inputs.tumour_site)):
+                      ("responders_procedure_tumour_site", inputs.procedure, inputs.tumour_site),
+                      ("responders_procedure_spread", inputs.procedure, inputs.spread_quadrants)):
         table = support.get(key)
         if table is not None and table.get(f"{a}|{b}", 0) < RARE_COUNT:
-            warnings.append(f"combination {a} + {b} has {table.get(f'{a}|{b}', 0)} responders in the training data")
+            what = f"spread {b} quadrants" if key.endswith("spread") else b
+            warnings.append(f"combination {a} + {what} has {table.get(f'{a}|{b}', 0)} responders in the training data")
     for name, (low, high) in support.get("ranges", {}).items():
         value = getattr(inputs, name)
         if not low <= value <= high:
             warnings.append(f"{name} = {value:g} is outside the training range {low:g}-{high:g} (extrapolation)")
+    z = np.concatenate([[0.0, 1.0], x[model.relief.columns()]])
+    se = math.sqrt(float(z @ model.relief.cov @ z))
+    if se > UNCERTAIN_SE:
+        warnings.append(f"few comparable patients in the training data: the estimate is uncertain (standard "
+                        f"error of the log relief-loss hazard {se:.2f}, above {UNCERTAIN_SE}); see the intervals")
     if not math.isfinite(q90):
         warnings.append("upper end of the relief interval is beyond 104 weeks")
     elif q90 > float(model.meta.get("training", {}).get("follow_up_weeks", 52.0)):

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from planner.analgesia import cohort as cohort_mod
+from planner.analgesia.features import FEATURE_NAMES
 from planner.analgesia.model import AnalgesiaModel, file_sha256, fit_model
 from planner.analgesia.registry import Problem, read_registry, write_registry
 from planner.errors import OutcomeModelError
@@ -100,7 +101,9 @@ def true_ratios() -> dict[str, dict[str, float]]:
     params = cohort_mod.load_parameters()
     tables = {"response": params["response"]["odds_ratios"], "relief": params["relief_loss"]["hazard_ratios"],
               "death": params["death"]["hazard_ratios"]}
-    return {part: {name: float(entry["value"]) for name, entry in table.items()} for part, table in tables.items()}
+    # features a table leaves out have no effect in the generator (ratio 1)
+    return {part: {name: float(table[name]["value"]) if name in table else 1.0 for name in FEATURE_NAMES}
+            for part, table in tables.items()}
 
 
 def refit(csv_path: Path | str, out_dir: Path | str, *, drop_bad_rows: bool = False, folds: int = 5,

@@ -28,7 +28,8 @@ SCHEMA: dict[str, tuple[str, str]] = {
     "tumour_site": ("category", f"one of {', '.join(TUMOUR_SITES)}"),
     "distant_metastases": ("bool", "1 if stage IV (distant metastases)"),
     "celiac_axis_encasement": ("bool", "1 if the tumour encases the celiac axis on CT"),
-    "spread_quadrants": ("int 0-4", "number of quadrants around the aorta/celiac trunk reached by the injectate"),
+    "spread_quadrants": ("int 0-4", "celiac neurolysis: quadrants around the aorta/celiac trunk reached by the "
+                         "injectate; other procedures: 4 (not assessed)"),
     "oral_morphine_mg_day": ("number >= 0", "oral morphine equivalent before the procedure, mg/day"),
     "ecog": ("int 0-4", "ECOG performance status"),
     "diabetes": ("bool", "1 if diabetes mellitus"),

@@ -109,7 +109,8 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_problems(problems: list, stream=sys.stderr) -> None:
+def _print_problems(problems: list, to_stdout: bool = False) -> None:
+    stream = sys.stdout if to_stdout else sys.stderr
     for problem in problems:
         print(f"  {problem}", file=stream)
 
@@ -153,7 +154,7 @@ def _check(args: argparse.Namespace) -> int:
         return 0
     print(f"{args.registry}: {len(registry.problems)} problem(s), {len(registry.bad_rows)} bad row(s) "
           f"of {registry.n_rows_read}:")
-    _print_problems(registry.problems, sys.stdout)
+    _print_problems(registry.problems, to_stdout=True)
     return 1
 
 
