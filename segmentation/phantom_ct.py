@@ -90,6 +90,9 @@ _BODY_DEPTH = {"T10": 27.0, "T11": 28.0, "T12": 29.0, "L1": 30.0, "L2": 31.0, "L
                "L4": 33.0, "L5": 33.0, "S1": 33.0}
 _TP_LENGTH = {"T10": 14.0, "T11": 9.0, "T12": 6.0, "L1": 13.0, "L2": 18.0, "L3": 24.0,
               "L4": 20.0, "L5": 17.0}
+#: labels deep structures may overwrite (never skin or subcutaneous fat)
+_INNER_SOFT = ("body", "muscle", "bowel", "psoas_muscles", "paraspinal_muscles", "iliac_arteries",
+               "iliac_veins")
 _LUMBAR = ("T10", "T11", "T12", "L1", "L2", "L3", "L4", "L5")
 
 
@@ -214,15 +217,37 @@ class _Grid:
         pts, r = _resample_curve(points, step=min(self.spacing) * 0.5, values=r_pts)
         r = np.maximum(r, self.min_radius)
         box = self.box(pts.min(axis=0) - r.max(), pts.max(axis=0) + r.max())
-        X, Y, Z = self.coords(box)
         shape = tuple(s.stop - s.start for s in box)
         if 0 in shape:
             return box, np.zeros(shape, dtype=bool)
-        grid = np.stack(np.broadcast_arrays(X, Y, Z), axis=-1).reshape(-1, 3)
-        dist, idx = cKDTree(pts).query(grid, distance_upper_bound=float(r.max()) + 1e-3)
-        inside = np.isfinite(dist)
-        inside[inside] = dist[inside] <= r[idx[inside]]
-        return box, inside.reshape(shape)
+        return box, self._near_points(box, pts, r)
+
+    def _near_points(self, box: tuple[slice, slice, slice], pts: np.ndarray,
+                     r: np.ndarray) -> np.ndarray:
+        """Voxels of ``box`` within ``r[i]`` of their nearest point ``pts[i]``.
+
+        Candidates come from a distance transform of the voxels holding points, so the
+        exact nearest-point query runs only near the curve (much faster than the box)."""
+        shape = tuple(s.stop - s.start for s in box)
+        start = np.array([box[0].start, box[1].start, box[2].start])
+        origin_zyx = np.array([self.z[0], self.y[0], self.x[0]])
+        ijk = np.rint((pts[:, ::-1] - origin_zyx) / np.asarray(self.spacing)).astype(int) - start
+        ijk = ijk[np.all((ijk >= 0) & (ijk < shape), axis=1)]
+        seeds = np.ones(shape, dtype=bool)
+        seeds[tuple(ijk.T)] = False
+        near = ndimage.distance_transform_edt(seeds, sampling=self.spacing) \
+            <= float(r.max()) + max(self.spacing)
+        cand = np.argwhere(near)
+        if len(cand) == 0:
+            return np.zeros(shape, dtype=bool)
+        xyz = np.stack([self.x[cand[:, 2] + start[2]], self.y[cand[:, 1] + start[1]],
+                        self.z[cand[:, 0] + start[0]]], axis=1)
+        dist, idx = cKDTree(pts).query(xyz, distance_upper_bound=float(r.max()) + 1e-3)
+        ok = np.isfinite(dist)
+        ok[ok] = dist[ok] <= r[idx[ok]]
+        out = np.zeros(shape, dtype=bool)
+        out[tuple(cand[ok].T)] = True
+        return out
 
     def slice_ellipses(self, z_lo: float, z_hi: float, cx, cy, ax, ay, xy_pad: float = 0.0
                        ) -> tuple[tuple[slice, slice, slice], np.ndarray]:
@@ -357,7 +382,7 @@ def _draw_spine(rng: np.random.Generator, z_top: float, y_back: float) -> _Spine
     xc = rng.normal(0, 1.5) + 3.0 * rng.uniform(-1, 1) * np.sin((zc - zc[0]) / 120.0)
     # control points from above the top to the bottom of the field (sacral slope 0.75)
     z_ctrl = np.concatenate([[z_top + 60], zc, [inf["S1"] - 120]])
-    y_ctrl = np.concatenate([[yc[0] + 4], yc, [yc[-1] + 0.75 * (zc[-1] - inf["S1"] + 120)]])
+    y_ctrl = np.concatenate([[yc[0] + 4], yc, [yc[-1] + 0.4 * (zc[-1] - inf["S1"] + 120)]])
     x_ctrl = np.concatenate([[xc[0]], xc, [xc[-1]]])
     order = np.argsort(z_ctrl)
     return _Spine(sup, inf, width, depth, z_ctrl[order], x_ctrl[order], y_ctrl[order],
@@ -408,8 +433,8 @@ def _diaphragm_height(X, Y, z_dome_r, z_dome_l, z_recess, y_front_body):
     xd = np.where(side_l, 65.0, -65.0)
     lateral = np.abs(X) > 65.0
     dy = Y - (y_front_body - 50.0)
-    g = ((X - xd) / np.where(lateral, 75.0, 110.0)) ** 2 \
-        + (dy / np.where(dy > 0, 100.0, 160.0)) ** 2
+    g = ((X - xd) / np.where(lateral, 60.0, 85.0)) ** 2 \
+        + (dy / np.where(dy > 0, 80.0, 160.0)) ** 2
     return dome - (dome - z_recess) * np.clip(g, 0.0, 1.0)
 
 
@@ -720,7 +745,7 @@ def make_ct_phantom(params: PhantomParams | int,
                         [sgn * 56.0, y_s1 - 22.0, sup["S1"] - 34.0],
                         [sgn * 70.0, y_s1 - 36.0, z_field_bot - 5.0]])
         box, m = g.tube(_smooth_curve(pts, 20), np.array([7.0, 6.0, 5.5, 4.5, 4.5]))
-        g.paint("iliac_arteries", m, box)
+        g.paint("iliac_arteries", m, box, not_on=("aorta",))
         pts = np.array([[sgn * 48.0, y_s1 - 18.0, sup["S1"] - 24.0],
                         [sgn * 46.0, y_s1 + 12.0, sup["S1"] - 50.0],
                         [sgn * 50.0, y_s1 + 30.0, z_field_bot - 5.0]])
@@ -827,12 +852,12 @@ def _paint_bowel(g: _Grid, rng, spine: _Spine, torso: _Torso, abdomen: np.ndarra
     lo = np.array([-x_lat + 25, -b_front + 20, spine.inf["S1"] - 40])
     hi = np.array([x_lat - 25, spine.front(spine.mid("L3")) - 20, spine.mid("L2")])
     pts_all = []
-    for _ in range(7):
+    for _ in range(14):
         p = lo + rng.uniform(0, 1, 3) * (hi - lo)
         d = rng.normal(0, 1, 3)
         d /= np.linalg.norm(d)
         pts = [p.copy()]
-        for _ in range(70):
+        for _ in range(90):
             d = d + rng.normal(0, 0.35, 3)
             d /= np.linalg.norm(d)
             p = p + 4.0 * d
@@ -844,11 +869,7 @@ def _paint_bowel(g: _Grid, rng, spine: _Spine, torso: _Torso, abdomen: np.ndarra
     pts = np.vstack(pts_all)
     r_sb = rng.uniform(10, 12.5)
     box = g.box(lo - r_sb, hi + r_sb)
-    Xb, Yb, Zb = g.coords(box)
-    shp = tuple(s.stop - s.start for s in box)
-    grid = np.stack(np.broadcast_arrays(Xb, Yb, Zb), axis=-1).reshape(-1, 3)
-    dist, _ = cKDTree(pts).query(grid, distance_upper_bound=r_sb + 1)
-    m = (dist <= max(r_sb, g.min_radius)).reshape(shp)
+    m = g._near_points(box, pts, np.full(len(pts), max(r_sb, g.min_radius)))
     g.paint("bowel", m & abdomen[box], box)
 
 
@@ -1074,7 +1095,7 @@ def _paint_pelvis(g: _Grid, rng, spine: _Spine, torso: _Torso, z_bot: float) -> 
     alae = (np.abs(X - xc) <= wid) & (np.abs(Y - yc - 2) <= depth / 2 * 0.8)
     canal = (((X - xc) / 8.0) ** 2 + ((Y - (yc + depth / 2 + 6)) / 5.0) ** 2) <= 1
     crest = (np.abs(X - xc) <= 7) & (Y > yc) & (Y <= yc + depth / 2 + 18)
-    g.paint("sacrum", central | alae | crest, box)
+    g.paint("sacrum", central | alae | crest, box, only_on=_INNER_SOFT)
     g.paint("spinal_canal", canal & (np.asarray(z)[:, None, None] > z_bot + 15), box)
     # iliac wings: curved plates from the SI joints to the crest (about L4-L5)
     z_crest = spine.mid("L5") + rng.uniform(0, 15)
@@ -1095,8 +1116,7 @@ def _paint_pelvis(g: _Grid, rng, spine: _Spine, torso: _Torso, z_bot: float) -> 
         thick = np.interp(z, [z_bot, z_crest], [11, 8])[:, None, None]
         plate = (_capsule_2d(X, Y, post, tip) <= thick / 2)
         plate |= (_capsule_2d(X, Y, si, post) <= thick / 2)
-        g.paint("bone_other", plate & (g.labels[box] != label_of("sacrum"))
-                & (g.labels[box] != 0), box)
+        g.paint("bone_other", plate, box, only_on=_INNER_SOFT)
         # gluteal and iliacus muscle either side of the plate (other muscle)
         glut = (_capsule_2d(X, Y, post + [0, 0], tip) <= thick / 2 + 22) & ~plate & (Y > -10)
         g.paint("muscle", glut, box, only_on=("body", "bowel"))
@@ -1107,7 +1127,9 @@ def _paint_vertebrae(g: _Grid, spine: _Spine, z_bot: float, z_top: float, z_conu
     processes), canal and cord, T10-L5 (the sacrum is painted by the pelvis)."""
     zs = g.index_range(0, spine.sup["S1"] - 2, z_top + 5)
     z = g.z[zs]
-    box = (zs, slice(0, g.shape[1]), slice(0, g.shape[2]))
+    ycs = spine.yc(z)
+    box = (zs, g.index_range(1, float(ycs.min()) - 40, float(ycs.max()) + 90),
+           g.index_range(2, float(spine.xc(z).min()) - 80, float(spine.xc(z).max()) + 80))
     X, Y, _ = g.coords(box)
     zz = z[:, None, None]
     xc, yc = spine.xc(z)[:, None, None], spine.yc(z)[:, None, None]

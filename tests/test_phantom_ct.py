@@ -1,0 +1,289 @@
+"""Anatomical invariants of the CT phantom over 20 seeds (4 mm grids to stay fast)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from planner.anatomy import STRUCTURES, VERTEBRAL_LEVELS, label_of, structure, vertebra_name
+from planner.errors import PlannerError
+from segmentation.phantom_ct import CTPhantom, PhantomParams, make_ct_phantom
+
+SEEDS = tuple(range(20))
+SPACING = (5.0, 5.0, 5.0)
+
+EXPECTED = (
+    "skin", "subcutaneous_fat", "body", "muscle", "paraspinal_muscles", "psoas_muscles",
+    "aorta", "celiac_trunk", "superior_mesenteric_artery", "renal_arteries", "iliac_arteries",
+    "inferior_vena_cava", "portal_vein", "iliac_veins", "kidney_left", "kidney_right", "liver",
+    "spleen", "pancreas", "stomach", "bowel", "adrenal_glands", "spinal_cord", "spinal_canal",
+    "ribs", "lungs", "diaphragm_crura", "sacrum", "bone_other",
+) + tuple(vertebra_name(v) for v in VERTEBRAL_LEVELS[:-1]) + tuple(
+    f"disc_{a}_{b}" for a, b in zip(VERTEBRAL_LEVELS[:-1], VERTEBRAL_LEVELS[1:]))
+
+
+@pytest.fixture(scope="module")
+def phantoms() -> dict[int, CTPhantom]:
+    return {seed: make_ct_phantom(seed, spacing_mm=SPACING) for seed in SEEDS}
+
+
+def _z(ph: CTPhantom) -> np.ndarray:
+    return ph.labels.origin[2] + ph.labels.spacing[0] * np.arange(ph.labels.shape[0])
+
+
+def _coords(ph: CTPhantom, mask: np.ndarray) -> np.ndarray:
+    """LPS (x, y, z) mm of the voxels of a mask."""
+    return ph.labels.index_to_lps(np.argwhere(mask))
+
+
+def _body_z_range(ph: CTPhantom, level: str) -> tuple[float, float]:
+    """z extent of the anterior half of a vertebral body, read from the labels."""
+    pts = _coords(ph, ph.labels.array == label_of(vertebra_name(level)))
+    front = pts[pts[:, 1] < ph.landmarks[level][1]]
+    return float(front[:, 2].min()), float(front[:, 2].max())
+
+
+def test_grid_types_and_vocabulary(phantoms):
+    known = {s.label for s in STRUCTURES} | {0}
+    for ph in phantoms.values():
+        assert ph.image.array.dtype == np.int16 and ph.labels.array.dtype == np.uint8
+        assert ph.image.same_grid(ph.labels) and ph.image.is_axis_aligned
+        assert set(np.unique(ph.labels.array).tolist()) <= known
+        assert ph.image.modality == "CT"
+        assert ph.labels.shape == (72, 77, 77)  # 360 x 384 x 384 mm
+
+
+def test_every_structure_present_and_counts_consistent(phantoms):
+    for seed, ph in phantoms.items():
+        lab = ph.labels.array
+        counts = np.bincount(lab.ravel(), minlength=256)
+        # one label per voxel: the per-label counts add up to the grid exactly
+        assert counts.sum() == lab.size
+        missing = [n for n in EXPECTED if counts[label_of(n)] == 0]
+        assert not missing, f"seed {seed}: missing {missing}"
+        assert counts[label_of("tumour")] == 0  # no tumour unless asked
+        for name in ("celiac_plexus_region", "superior_hypogastric_plexus_region",
+                     "splanchnic_nerve_zone"):
+            assert counts[label_of(name)] == 0  # targets are derived, never painted here
+
+
+def test_layers_nest_from_skin_inwards(phantoms):
+    for ph in phantoms.values():
+        lab = ph.labels.array
+        inside = lab > 0
+        filled = ndimage.binary_fill_holes(inside[40])
+        assert np.array_equal(filled, inside[40])  # a solid body cross-section
+        # skin touches the air; fat and muscle never do
+        air_nb = ndimage.binary_dilation(~inside) & inside
+        names = {structure(int(v)).name for v in np.unique(lab[air_nb])}
+        assert names <= {"skin"}, names
+
+
+def test_aorta_anterior_and_slightly_left_of_vertebral_bodies(phantoms):
+    lab_a = label_of("aorta")
+    for seed, ph in phantoms.items():
+        z = _z(ph)
+        for level in ("T11", "T12", "L1", "L2", "L3"):
+            k = int(np.argmin(np.abs(z - ph.landmarks[level][2])))
+            aorta = _coords(ph, (ph.labels.array == lab_a) & (np.arange(len(z)) == k)[:, None, None])
+            body = _coords(ph, (ph.labels.array == label_of(vertebra_name(level)))
+                           & (np.arange(len(z)) == k)[:, None, None])
+            assert len(aorta) and len(body), (seed, level)
+            front = body[:, 1].min()
+            centre_x = ph.landmarks[level][0]
+            # the thoracic aorta (T11) lies anterolaterally, the abdominal aorta in front
+            limit = ph.landmarks[level][1] if level == "T11" else front
+            assert aorta[:, 1].mean() < limit, f"seed {seed} {level}: aorta not anterior to the body"
+            dx = aorta[:, 0].mean() - centre_x
+            assert 0.0 < dx < 35.0, f"seed {seed} {level}: aorta {dx:.1f} mm left of the body centre"
+
+
+def test_celiac_origin_between_t12_and_l1_and_sma_below(phantoms):
+    levels = set()
+    for seed, ph in phantoms.items():
+        zc = ph.landmarks["celiac_origin"][2]
+        l1_lo, _ = _body_z_range(ph, "L1")
+        _, t12_hi = _body_z_range(ph, "T12")
+        assert l1_lo <= zc <= t12_hi, f"seed {seed}: celiac origin z {zc:.1f} outside T12-L1"
+        assert ph.landmarks["sma_origin"][2] < zc
+        levels.add(ph.details["celiac_level"])
+    assert levels == {"T12", "L1"}  # both levels occur across seeds
+
+
+@pytest.mark.parametrize("level", ["T12", "L1"])
+def test_celiac_level_parameter(level):
+    for seed in (0, 1, 2):
+        ph = make_ct_phantom(PhantomParams(seed=seed, celiac_level=level), spacing_mm=(6, 6, 6))
+        lo, hi = _body_z_range(ph, level)
+        half = ph.labels.spacing[0] / 2
+        assert lo - half <= ph.landmarks["celiac_origin"][2] <= hi + half
+
+
+def test_kidneys_between_t12_and_l3(phantoms):
+    left_higher = []
+    for seed, ph in phantoms.items():
+        _, t12_hi = _body_z_range(ph, "T12")
+        l3_lo, _ = _body_z_range(ph, "L3")
+        tol = ph.labels.spacing[0]
+        zc = {}
+        for side in ("left", "right"):
+            pts = _coords(ph, ph.labels.array == label_of(f"kidney_{side}"))
+            assert l3_lo - tol <= pts[:, 2].min() and pts[:, 2].max() <= t12_hi + tol, (seed, side)
+            # posterolateral: lateral to the vertebral bodies, behind the aorta
+            assert np.sign(pts[:, 0].mean()) == (1 if side == "left" else -1)
+            assert abs(pts[:, 0].mean()) > 45
+            zc[side] = pts[:, 2].mean()
+        left_higher.append(zc["left"] - zc["right"])
+    assert np.mean(left_higher) > 5.0
+
+
+def test_aortic_bifurcation_near_l4(phantoms):
+    for seed, ph in phantoms.items():
+        zb = ph.landmarks["aortic_bifurcation"][2]
+        assert _body_z_range(ph, "L5")[1] <= zb <= _body_z_range(ph, "L3")[0], seed
+        lowest = _coords(ph, ph.labels.array == label_of("aorta"))[:, 2].min()
+        assert abs(lowest - zb) <= ph.labels.spacing[0] + 1e-6
+
+
+def test_landmarks_lie_in_their_structures(phantoms):
+    for ph in phantoms.values():
+        zs = [ph.landmarks[v][2] for v in VERTEBRAL_LEVELS]
+        assert zs == sorted(zs, reverse=True)
+        for level in VERTEBRAL_LEVELS:
+            idx = tuple(np.round(ph.labels.lps_to_index(ph.landmarks[level])).astype(int))
+            assert ph.labels.array[idx] == label_of(vertebra_name(level))
+
+
+def test_lungs_reach_the_posterior_costophrenic_recess(phantoms):
+    for seed, ph in phantoms.items():
+        lung = _coords(ph, ph.labels.array == label_of("lungs"))
+        t12_lo, t12_hi = _body_z_range(ph, "T12")
+        l1_lo, _ = _body_z_range(ph, "L1")
+        assert l1_lo - 5 <= lung[:, 2].min() <= t12_hi, seed
+        # the recess is posterior: its lowest voxels lie behind the vertebral body centre
+        low = lung[lung[:, 2] <= lung[:, 2].min() + 8]
+        assert low[:, 1].mean() > ph.landmarks["T12"][1] - 10
+
+
+def test_hu_means_in_cited_ranges(phantoms):
+    ranges = {  # portal-venous CT, docs/phantom.md
+        "aorta": (150, 250), "liver": (90, 130), "spleen": (100, 140), "pancreas": (80, 130),
+        "kidney_left": (130, 200), "kidney_right": (130, 200), "portal_vein": (140, 220),
+        "subcutaneous_fat": (-120, -80), "muscle": (35, 75), "paraspinal_muscles": (35, 75),
+        "psoas_muscles": (35, 75), "lungs": (-900, -750), "vertebra_L3": (150, 600),
+        "disc_L3_L4": (50, 130), "spinal_canal": (-10, 40),
+    }
+    for seed in SEEDS[:5]:
+        ph = phantoms[seed]
+        lab, img = ph.labels.array, ph.image.array.astype(float)
+        for name, (lo, hi) in ranges.items():
+            m = ndimage.binary_erosion(lab == label_of(name))  # interior: no partial volume
+            if not m.any():
+                m = lab == label_of(name)
+            mean = img[m].mean()
+            assert lo <= mean <= hi, f"seed {seed} {name}: mean {mean:.0f} HU not in {lo}..{hi}"
+        assert (img[lab == label_of("bowel")] < -900).any()  # gas pockets
+        assert img[lab == 0].mean() < -950  # air around the body
+
+
+def test_noise_and_partial_volume():
+    ph = make_ct_phantom(PhantomParams(seed=3, noise_hu=12.0), spacing_mm=(3, 3, 3))
+    lab, img = ph.labels.array, ph.image.array.astype(float)
+    liver = ndimage.binary_erosion(lab == label_of("liver"), iterations=2)
+    assert 9.0 <= img[liver].std() <= 22.0
+    aorta = lab == label_of("aorta")
+    edge = aorta & ~ndimage.binary_erosion(aorta)
+    core = ndimage.binary_erosion(aorta, iterations=2)
+    fat = ndimage.binary_erosion(lab == label_of("subcutaneous_fat"))
+    assert img[fat].mean() < img[edge].mean() < img[core].mean() - 10
+    quiet = make_ct_phantom(PhantomParams(seed=3, noise_hu=0.0), spacing_mm=(6, 6, 6))
+    noisy = make_ct_phantom(PhantomParams(seed=3, noise_hu=15.0), spacing_mm=(6, 6, 6))
+    assert np.array_equal(quiet.labels.array, noisy.labels.array)
+    diff = noisy.image.array.astype(float) - quiet.image.array
+    assert 12.0 <= diff.std() <= 18.0
+
+
+def test_deterministic_per_seed_and_varies_across_seeds(phantoms):
+    again = make_ct_phantom(7, spacing_mm=SPACING)
+    assert np.array_equal(again.labels.array, phantoms[7].labels.array)
+    assert np.array_equal(again.image.array, phantoms[7].image.array)
+    assert again.landmarks == phantoms[7].landmarks
+    assert not np.array_equal(phantoms[7].labels.array, phantoms[8].labels.array)
+    kidney_z = [ph.landmarks["celiac_origin"][2] - ph.landmarks["L1"][2] for ph in phantoms.values()]
+    aorta_x = [ph.landmarks["celiac_origin"][0] - ph.landmarks["L1"][0] for ph in phantoms.values()]
+    assert np.std(kidney_z) > 3.0 and np.std(aorta_x) > 1.0
+
+
+def _anterior_fat_mm(ph: CTPhantom) -> float:
+    z = _z(ph)
+    k = int(np.argmin(np.abs(z - ph.landmarks["L3"][2])))
+    ix = int(round(ph.labels.lps_to_index(ph.landmarks["L3"])[2]))
+    column = ph.labels.array[k, :, ix]
+    first = np.argmax(column > 0)
+    anterior = column[first:first + column.size // 2]
+    return float((anterior == label_of("subcutaneous_fat")).sum() * ph.labels.spacing[1])
+
+
+def test_bmi_increases_subcutaneous_fat():
+    for seed in (0, 1, 2):
+        thin = make_ct_phantom(PhantomParams(seed=seed, bmi=19.0), spacing_mm=(6, 3, 3))
+        heavy = make_ct_phantom(PhantomParams(seed=seed, bmi=36.0), spacing_mm=(6, 3, 3))
+        assert _anterior_fat_mm(heavy) >= _anterior_fat_mm(thin) + 20.0
+        fat = label_of("subcutaneous_fat")
+        assert (heavy.labels.array == fat).sum() > 2 * (thin.labels.array == fat).sum()
+        assert heavy.details["subcutaneous_fat_anterior_mm"] > thin.details["subcutaneous_fat_anterior_mm"]
+
+
+def _tumour_contact(ph: CTPhantom) -> float:
+    """Fraction of celiac-trunk surface voxels with a tumour voxel among their 6 neighbours."""
+    lab = ph.labels.array
+    trunk = lab == label_of("celiac_trunk")
+    # the trunk proper: celiac voxels within 25 mm of the origin
+    idx = np.argwhere(trunk)
+    d = np.linalg.norm(ph.labels.index_to_lps(idx) - np.asarray(ph.landmarks["celiac_origin"]), axis=1)
+    near = np.zeros_like(trunk)
+    near[tuple(idx[d <= 25.0].T)] = True
+    surface = near & ~ndimage.binary_erosion(near)
+    touching = ndimage.binary_dilation(lab == label_of("tumour"))
+    return float((surface & touching).sum() / max(surface.sum(), 1))
+
+
+@pytest.mark.slow
+def test_encasement_increases_tumour_contact():
+    for seed in (0, 4):
+        contact = []
+        for frac in (0.0, 0.3, 0.9):
+            ph = make_ct_phantom(PhantomParams(seed=seed, tumour_encasement=frac), spacing_mm=(3, 3, 3))
+            has_tumour = (ph.labels.array == label_of("tumour")).any()
+            assert has_tumour == (frac > 0)
+            contact.append(_tumour_contact(ph))
+        assert contact[0] == 0.0
+        assert contact[1] > 0.05 and contact[2] > contact[1] + 0.15, (seed, contact)
+
+
+def test_params_are_validated():
+    with pytest.raises(PlannerError, match="bmi"):
+        PhantomParams(seed=0, bmi=80)
+    with pytest.raises(PlannerError, match="encasement"):
+        PhantomParams(seed=0, tumour_encasement=1.5)
+    with pytest.raises(PlannerError, match="celiac_level"):
+        PhantomParams(seed=0, celiac_level="L3")
+    with pytest.raises(PlannerError, match="spacing"):
+        make_ct_phantom(0, spacing_mm=(0, 3, 3))
+
+
+def test_high_bmi_widens_the_field_of_view():
+    ph = make_ct_phantom(PhantomParams(seed=2, bmi=42.0), spacing_mm=(8, 4, 4))
+    lab = ph.labels.array
+    assert not lab[:, :, 0].any() and not lab[:, :, -1].any()  # body never cut at the edges
+    assert not lab[:, 0, :].any() and not lab[:, -1, :].any()
+
+
+def test_import_is_light():
+    code = "import sys, segmentation.phantom_ct; print('torch' in sys.modules, 'monai' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
