@@ -386,8 +386,8 @@ class Estimate:
     inputs: dict[str, Any]
     p_response: float
     p_response_interval_80: tuple[float, float]
-    median_relief_weeks: float
-    relief_weeks_prediction_interval_80: tuple[float, float | None]
+    median_relief_weeks: float | None  # None: beyond 104 weeks
+    relief_weeks_prediction_interval_80: tuple[float | None, float | None]
     median_relief_weeks_ci_80: tuple[float, float]
     reference_median_relief_weeks: float
     timepoints: tuple[TimePoint, ...]
@@ -498,8 +498,8 @@ def predict(inputs: ClinicalInputs, model: AnalgesiaModel | None = None, n_draws
     return Estimate(
         label=model.label, model_version=model.version, inputs=inputs.to_dict(),
         p_response=_r(p_resp.mean()), p_response_interval_80=tuple(map(_r, _q80(p_resp))),
-        median_relief_weeks=_r(q50, 2),
-        relief_weeks_prediction_interval_80=(_r(q10, 2), _r(q90, 2) if math.isfinite(q90) else None),
+        median_relief_weeks=_r(q50, 2) if math.isfinite(q50) else None,
+        relief_weeks_prediction_interval_80=tuple(_r(q, 2) if math.isfinite(q) else None for q in (q10, q90)),
         median_relief_weeks_ci_80=tuple(_r(v, 2) for v in _q80(medians)),
         reference_median_relief_weeks=_r(reference_median, 2),
         timepoints=tuple(timepoints), contributions=contributions, warnings=warnings,

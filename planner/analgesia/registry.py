@@ -53,12 +53,13 @@ _OUTCOMES = ("relief_weeks", "relief_lost", "died_relieved")
 class Problem:
     """One reason a row (or a whole column, ``row`` None) cannot be used."""
 
-    row: int | None  # 1-based data row; the file line is row + 1 (header on line 1)
+    row: int | None  # 1-based data row (blank lines not counted); None for a column problem
     column: str | None
     reason: str
+    line: int | None = None  # line in the file where the row ends (header = line 1)
 
     def __str__(self) -> str:
-        where = f"row {self.row} (line {self.row + 1})" if self.row is not None else "header"
+        where = f"row {self.row} (line {self.line or self.row + 1})" if self.row is not None else "header"
         return f"{where}, column {self.column!r}: {self.reason}" if self.column else f"{where}: {self.reason}"
 
 
@@ -217,16 +218,18 @@ def read_registry(path: Path | str) -> Registry:
                 problems.append(Problem(None, name, "required column missing"))
         n_read = 0
         try:
-            for row_number, record in enumerate(reader, start=1):
+            for record in reader:
                 if not any(cell.strip() for cell in record):
                     continue
-                n_read = row_number
+                n_read += 1
+                row_number, line = n_read, reader.line_num
                 if len(record) != len(header):
-                    problems.append(Problem(row_number, None, f"{len(record)} fields, header has {len(header)}"))
+                    problems.append(Problem(row_number, None, f"{len(record)} fields, header has {len(header)}", line))
                     continue
                 values = dict(zip(header, record))
                 parsed, row_problems = _check_row(values, row_number)
-                row_problems = [p for p in row_problems if p.column in seen or p.column is None]
+                row_problems = [Problem(p.row, p.column, p.reason, line) for p in row_problems
+                                if p.column in seen or p.column is None]
                 problems.extend(row_problems)
                 if not row_problems:
                     good.append(parsed)
@@ -235,10 +238,9 @@ def read_registry(path: Path | str) -> Registry:
             raise OutcomeModelError(f"registry {path} is not valid CSV near line {reader.line_num}: {exc}") from exc
     columns: dict[str, np.ndarray] = {}
     for name in COLUMNS:
-        kind = SCHEMA[name][0]
-        data = [r.get(name) for r in good]
-        columns[name] = np.array(data, dtype=object if kind == "category" else float) if good else \
-            np.array([], dtype=object if kind == "category" else float)
+        categorical = SCHEMA[name][0] == "category"
+        missing = None if categorical else math.nan  # only for a missing column, which blocks any fit
+        columns[name] = np.array([r.get(name, missing) for r in good], dtype=object if categorical else float)
     return Registry(columns=columns, rows=rows, problems=problems, n_rows_read=n_read)
 
 
