@@ -261,3 +261,35 @@ def test_plan_values_are_not_silently_overridden():
 def test_feature_order_is_stable():
     # the model file stores coefficients by name, but the order is part of the format
     assert FEATURE_NAMES[:3] == ("spread_3q", "spread_le2", "celiac_axis_encasement")
+
+
+def test_every_ct_preset_of_the_planner_maps_to_the_model():
+    from planner.presets import load_presets
+
+    for name, preset in load_presets().items():
+        plan = {"procedure": name, "approach": preset.approach, "bilateral": preset.bilateral,
+                "celiac_axis_encased": False, "spread": {"quadrants": 3, "rule": "tip rule"}}
+        if preset.modality != "CT":
+            with pytest.raises(PlanError, match="no analgesia model"):
+                inputs_from_plan(plan)
+            continue
+        site = "pelvic" if "hypogastric" in name else "head"
+        inputs = inputs_from_plan(plan, tumour_site=site)
+        assert inputs.bilateral == preset.bilateral
+        assert inputs.approach.replace("_", " ") in preset.approach or inputs.approach == "posterior_retrocrural"
+        assert isinstance(predict(inputs), Estimate)
+
+
+def test_a_saved_plan_feeds_the_estimate(tmp_path):
+    from planner.plan import Plan, Trajectory
+
+    t = Trajectory(entry_lps_mm=(60.0, 110.0, 0.0), target_lps_mm=(20.0, 0.0, 0.0), length_mm=117.0,
+                   feasible=True, min_clearance_mm={"aorta": 6.0}, risk=0.1, p_oar_contact=0.01,
+                   gantry_angle_deg=0.0)
+    plan = Plan(case="demo", procedure="celiac_transaortic", approach="posterior left transaortic",
+                bilateral=False, celiac_axis_encased=True, spread={"quadrants": 2, "rule": "tip rule"},
+                trajectories=(t,))
+    data = json.loads(plan.save(tmp_path / "plan.json").read_text())
+    inputs = inputs_from_plan(data, ecog=2)
+    assert (inputs.approach, inputs.spread_quadrants, inputs.celiac_axis_encasement) == ("transaortic", 2, True)
+    assert predict(inputs).p_response < predict(dataclasses.replace(inputs, spread_quadrants=4)).p_response
