@@ -6,7 +6,7 @@ synthetic phantoms by ``python -m segmentation.make_samples``::
 
     <name>/case.md          case card: vignette, procedure, teaching points, difficulty
     <name>/ct/CT_0001.dcm   CT series (CT cases), or  <name>/us.dcm  ultrasound cine
-    <name>/seg.dcm          reference labels as DICOM SEG (CT cases; see planner.dicom_seg)
+    <name>/seg.dcm          reference labels as DICOM SEG (see planner.dicom_seg)
     <name>/labels.nii.gz    the same labels as NIfTI, on the image grid
     <name>/labels.json      {label: vocabulary name} of the labels present
 
@@ -96,7 +96,7 @@ SAMPLES: tuple[SampleCase, ...] = (
     SampleCase(
         name="supraclavicular_us", number=4, title="Supraclavicular brachial plexus block (ultrasound cine)",
         procedure="brachial_plexus_block", presets=("supraclavicular_us_inplane",),
-        modality="US", image="us.dcm", seg=None,
+        modality="US", image="us.dcm",
         description="Simulated 20-frame linear-probe cine: plexus lateral to the pulsating subclavian artery."),
 )
 

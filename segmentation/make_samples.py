@@ -124,7 +124,7 @@ CARDS: dict[str, dict[str, Any]] = {
             "Keep the needle shaft visible along its whole length (shallow angle).",
         ],
         "hard": ("A simulated cine: speckle and depth attenuation with time-gain compensation are modelled, "
-                 "colour Doppler and needle reverberation are not. Labels are NIfTI only (see below)."),
+                 "colour Doppler and needle reverberation are not."),
     },
 }
 
@@ -204,16 +204,17 @@ def build_us_case(case: SampleCase, folder: Path) -> None:
 
     phantom = make_us_phantom(USParams(seed=US_SEED, frames=US_FRAMES, frame_time_ms=US_FRAME_TIME_MS))
     info = _info(case, "Supraclavicular brachial plexus cine, linear probe")
-    write_us_multiframe(phantom.image, folder / case.image, info, frame_time_ms=US_FRAME_TIME_MS)
+    cine = write_us_multiframe(phantom.image, folder / case.image, info, frame_time_ms=US_FRAME_TIME_MS)
+    write_seg(phantom.labels, [cine], folder / "seg.dcm", series_description="Reference labels (simulation truth)",
+              uid_seed=info.uid_seed)
     names = _write_label_files(phantom.labels, folder)
     rows, cols = phantom.image.shape[1:]
     facts = [
         f"Image: `us.dcm` Ultrasound Multi-frame, {phantom.image.shape[0]} frames of {rows}x{cols} pixels, "
         f"{US_FRAME_TIME_MS:g} ms per frame, calibrated by SequenceOfUltrasoundRegions "
         f"({phantom.params.pixel_mm:g} mm per pixel, {rows * phantom.params.pixel_mm:.1f} mm depth).",
-        "Labels: `labels.nii.gz` (frames as z, same grid as the cine read by plexplan), names in "
-        "`labels.json`. No DICOM SEG: highdicom cannot write one for a multi-frame image without a frame "
-        "of reference.",
+        "Labels: `seg.dcm` (DICOM SEG referencing each cine frame, one segment per structure) and "
+        "`labels.nii.gz` (frames as z, the grid plexplan reads the cine on), names in `labels.json`.",
         f"Artery diameter over the cine: {min(phantom.artery_diameters_mm):.1f}-"
         f"{max(phantom.artery_diameters_mm):.1f} mm.",
     ]

@@ -107,3 +107,24 @@ def test_seg_passes_dciodvfy_when_installed(tmp_path, ct_and_labels):
     result = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
     report = result.stdout + result.stderr
     assert "Error" not in report, report
+
+
+def test_seg_of_an_ultrasound_cine_references_every_frame(tmp_path):
+    from planner.dicom_write import write_us_multiframe
+    from planner.volume import load
+    from segmentation.phantom_us import USParams, make_us_phantom
+
+    phantom = make_us_phantom(USParams(seed=5, frames=4, rows=64, columns=64, pixel_mm=0.6))
+    cine = write_us_multiframe(phantom.image, tmp_path / "us.dcm")
+    path = write_seg(phantom.labels, [cine], tmp_path / "seg.dcm")
+    ds = pydicom.dcmread(path)
+    assert "FrameOfReferenceUID" not in ds
+    frames = [int(g.DerivationImageSequence[0].SourceImageSequence[0].ReferencedFrameNumber)
+              for g in ds.PerFrameFunctionalGroupsSequence]
+    assert sorted(set(frames)) == [1, 2, 3, 4]
+    image = load(cine)
+    back = read_seg(path, image)
+    np.testing.assert_array_equal(back.array, phantom.labels.array)
+    three_frames = Volume(array=phantom.labels.array[:3], spacing=(1.0, 0.6, 0.6), origin=(0.0, 0.0, 0.0))
+    with pytest.raises(LabelMapError, match="4 frames"):
+        write_seg(three_frames, [cine], tmp_path / "x.dcm")
