@@ -20,7 +20,7 @@ BACKGROUND = "#262930"
 FOREGROUND = "#e8e8e8"
 
 
-def _label_rgba(labels: np.ndarray, alpha: float = 0.35) -> np.ndarray:
+def _label_rgba(labels: np.ndarray, alpha: float = 0.22) -> np.ndarray:
     """RGBA overlay of a label image with the vocabulary colours."""
     rgba = np.zeros(labels.shape + (4,), dtype=float)
     for value in np.unique(labels):

@@ -111,3 +111,44 @@ def volume_from_layer(data: Any, meta: dict[str, Any]) -> Volume:
     scale = tuple(meta.get("scale") or (1.0, 1.0, 1.0))[-3:]
     translate = tuple(meta.get("translate") or (0.0, 0.0, 0.0))[-3:]
     return Volume(array=array, spacing=scale, origin=(translate[2], translate[1], translate[0]))
+
+
+def grid_volume(grid: dict[str, Any]) -> Volume | None:
+    """A tiny :class:`Volume` carrying a plan's grid (``Plan.grid``) for coordinate conversion."""
+    try:
+        return Volume(array=np.zeros((1, 1, 1), dtype=np.uint8), spacing=tuple(grid["spacing_zyx_mm"]),
+                      origin=tuple(grid["origin_lps_mm"]), direction=np.asarray(grid["direction"], float))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def plan_layer_data(plan: Any, name: str = "plan") -> list[LayerData]:
+    """Every trajectory of a :class:`planner.plan.Plan` as needle vectors in napari world mm.
+
+    The plan stores patient LPS mm and the grid it was made on; with that grid the needles
+    land exactly on the image (rotated grids included). Without it LPS is shown as
+    ``[z, y, x]`` directly, which is exact for axis-aligned images with the same origin.
+    The plan itself travels in ``metadata["plan"]`` so the plan writer can save it again.
+    """
+    from napari_plugin._needle import as_vectors, hex_color
+
+    grid = grid_volume(dict(getattr(plan, "grid", {}) or {}))
+    vectors, colors, roles, ranks, sides = [], [], [], [], []
+    for t in plan.trajectories:
+        lps = np.stack([np.asarray(t.entry_lps_mm, float), np.asarray(t.target_lps_mm, float)])
+        world = grid.lps_to_napari(lps) if grid is not None else lps[:, ::-1]
+        vectors.append(as_vectors(world)[0])
+        colors.append(hex_color(bool(t.feasible)) if t.role == "primary" else ("#8080a0" if t.feasible else "#a04040"))
+        roles.append(t.role)
+        ranks.append(int(t.rank))
+        sides.append(t.side)
+    data = np.asarray(vectors, float).reshape(-1, 2, 3)
+    meta: dict[str, Any] = {
+        "name": name,
+        "edge_color": colors if colors else "cyan",
+        "edge_width": 1.5,
+        "vector_style": "line",
+        "features": {"role": roles, "rank": ranks, "side": sides},
+        "metadata": {PLAN_KEY: plan, ROLE_KEY: "plan"},
+    }
+    return [(data, meta, "vectors")]

@@ -37,6 +37,21 @@ def as_vectors(path: np.ndarray) -> np.ndarray:
     return np.stack([path[0], path[1] - path[0]])[None]
 
 
+#: colour of skin entries from which no path is feasible
+NO_PATH_COLOR = (0.45, 0.45, 0.5, 0.5)
+
+
+def risk_colors(risk: np.ndarray, cmap: str = "RdYlGn_r") -> np.ndarray:
+    """RGBA per skin entry: green (low risk) to red (high risk), grey where ``risk`` is ``nan``."""
+    from matplotlib import colormaps
+
+    risk = np.asarray(risk, float)
+    colors = np.tile(np.asarray(NO_PATH_COLOR), (risk.size, 1))
+    ok = np.isfinite(risk)
+    colors[ok] = colormaps[cmap](np.clip(risk[ok], 0.0, 1.0))
+    return colors
+
+
 def needle_world(volume: Volume, entry_lps: np.ndarray, target_lps: np.ndarray) -> np.ndarray:
     """``(2, 3)`` napari world ``[z, y, x]`` mm of entry and target given in LPS mm."""
     return volume.lps_to_napari(np.stack([np.asarray(entry_lps, float), np.asarray(target_lps, float)]))

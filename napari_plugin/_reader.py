@@ -130,11 +130,11 @@ def read_volume(path: str | list[str]) -> list[LayerData]:
 
 def read_plan(path: str | list[str]) -> list[LayerData]:
     """A plan JSON as the needle paths (Shapes) with the plan in ``metadata["plan"]``."""
-    from napari_plugin._plan_layers import plan_layer_data
-    from planner.plan import load_plan
+    from napari_plugin._layers import plan_layer_data
+    from planner.plan import Plan
 
     p = _single_path(path)
     assert p is not None
-    plan = load_plan(p)
+    plan = Plan.load(p)
     return plan_layer_data(plan, name=_layer_name(p))
 

@@ -63,6 +63,8 @@ class PlanningSession:
     current: Any = None
     adjusted: dict[int, Any] = field(default_factory=dict)
     targets_derived: bool = False
+    #: clinical inputs the last outcome took from the plan (the rest came from the form)
+    inputs_from_plan: tuple[str, ...] = ()
     _planner: Any = field(default=None, repr=False)
     _skin: Any = field(default=None, repr=False)
 
@@ -266,13 +268,22 @@ class PlanningSession:
         from planner.analgesia import ClinicalInputs, inputs_from_plan, predict
 
         values = dict(clinical)
-        if self.plan is not None:
-            plan_dict = self.adjusted_plan().to_dict()
-            for key in PLAN_DERIVED_INPUTS:
-                values.pop(key, None)
-            inputs = inputs_from_plan(plan_dict, **values)
-        else:
-            inputs = ClinicalInputs.from_mapping(values)
+        self.inputs_from_plan = ()
+        if self.plan is None:
+            return predict(ClinicalInputs.from_mapping(values))
+        plan_dict = self.adjusted_plan().to_dict()
+        own = {k: v for k, v in values.items() if k not in PLAN_DERIVED_INPUTS}
+        if plan_dict.get("celiac_axis_encased") is None and "celiac_axis_encasement" in values:
+            own["celiac_axis_encasement"] = values["celiac_axis_encasement"]
+        try:
+            inputs = inputs_from_plan(plan_dict, **own)
+        except PlanError:
+            if "spread_quadrants" not in values:
+                raise
+            # the plan has no spread estimate for this procedure: the physician's value is used
+            inputs = inputs_from_plan(plan_dict, **own, spread_quadrants=values["spread_quadrants"])
+            own["spread_quadrants"] = values["spread_quadrants"]
+        self.inputs_from_plan = tuple(k for k in PLAN_DERIVED_INPUTS if k not in own)
         return predict(inputs)
 
     def relief_curve(self, estimate: Any, weeks: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -296,6 +307,9 @@ class PlanningSession:
     def outcome_html(estimate: Any) -> str:
         return outcome_html(estimate)
 
+
+#: organs at risk farther than this from the path are counted, not listed, in the metrics text
+CLEARANCE_SHOWN_MM = 20.0
 
 #: ClinicalInputs fields that a plan provides (planner.analgesia.inputs_from_plan)
 PLAN_DERIVED_INPUTS = ("procedure", "approach", "bilateral", "spread_quadrants", "celiac_axis_encasement")
@@ -364,15 +378,19 @@ def metrics_html(t: Any) -> str:
              f"depth {_prob(_get(t, 'p_oar_contact_depth'))})"]
     clear = _get(t, "min_clearance_mm", {}) or {}
     margins = _get(t, "margins_mm", {}) or {}
-    cells = []
+    cells, far = [], 0
     for name in sorted(clear, key=lambda n: clear[n]):
         value, margin = clear[name], margins.get(name)
-        bad = margin is not None and value < margin
-        colour = "#ff4040" if bad else ("#e0e0e0" if margin is not None else "#909090")
-        limit = f" / {margin:g}" if margin is not None else " (crossable)"
-        cells.append(f'<span style="color:{colour}">{structure(name).display_name}: {fmt_mm(value)}{limit}</span>')
+        if margin is None or (value > CLEARANCE_SHOWN_MM and value >= margin):
+            far += 1  # crossable structures and distant ones are counted, not listed
+            continue
+        bad = value < margin
+        colour = "#ff4040" if bad else "#e0e0e0"
+        cells.append(f'<span style="color:{colour}">{html.escape(structure(name).display_name)} '
+                     f'{fmt_mm(value)}/{margin:g}</span>')
     if cells:
-        lines.append("Clearance mm (/ hard margin): " + ", ".join(cells))
+        lines.append("Clearance mm / hard margin: " + ", ".join(cells)
+                     + (f" (+{far} farther than {CLEARANCE_SHOWN_MM:g} mm or crossable)" if far else ""))
     return "<br>".join(lines)
 
 

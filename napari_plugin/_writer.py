@@ -37,10 +37,8 @@ def write_labels_seg(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
 
 def write_plan(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     """A plan layer (made by the planning widget or the plan reader) -> plan JSON."""
-    from planner.plan import save_plan
-
     plan = (meta.get("metadata") or {}).get(PLAN_KEY)
     if plan is None:
         raise PlannerError(f"{path}: layer {meta.get('name')!r} carries no plan; select the needle layer "
                            "made by the planning widget")
-    return [str(save_plan(plan, Path(path)))]
+    return [str(plan.save(Path(path)))]

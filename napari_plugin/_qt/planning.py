@@ -110,6 +110,9 @@ class PlanningWidget(QWidget):
         self.preset_combo = QComboBox()
         for name, title in available_presets():
             self.preset_combo.addItem(title, name)
+        for combo in (self.image_combo, self.labels_combo, self.preset_combo):
+            combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(18)
         form.addRow("Image", self.image_combo)
         form.addRow("Labels", self.labels_combo)
         form.addRow("Procedure", self.preset_combo)
@@ -119,6 +122,8 @@ class PlanningWidget(QWidget):
         seg_layout = QVBoxLayout(seg)
         row = QHBoxLayout()
         self.bundle_combo = QComboBox()
+        self.bundle_combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.bundle_combo.setMinimumContentsLength(12)
         for name, path in available_bundles():
             self.bundle_combo.addItem(name, str(path))
         self.segment_button = QPushButton("Segment")
@@ -218,7 +223,6 @@ class PlanningWidget(QWidget):
             if spec.get("from_plan"):
                 editor.setToolTip("taken from the plan when there is one (planner.analgesia.inputs_from_plan)")
             form.addRow(spec["label"] + (" ◂ plan" if spec.get("from_plan") else ""), editor)
-        self._plan_editors = [self.clinical_editors[s["name"]] for s in clinical_fields() if s.get("from_plan")]
         layout.addLayout(form)
         self.predict_button = QPushButton("Estimate analgesia duration")
         layout.addWidget(self.predict_button)
@@ -450,8 +454,6 @@ class PlanningWidget(QWidget):
                 item.setToolTip(tip)
                 self.table.setItem(r, c, item)
         self.table.blockSignals(False)
-        for editor in self._plan_editors:
-            editor.setEnabled(self.session.plan is None)
         if self.session.targets_derived:
             self._show_derived_targets()
         self._show_skin_risk()
@@ -537,7 +539,7 @@ class PlanningWidget(QWidget):
         if HANDLES_LAYER not in self.viewer.layers:
             layer = self.viewer.add_points(path_world, size=5, face_color=["#40ff40", "#ffd700"],
                                            border_color="white", border_width=0.1, name=HANDLES_LAYER,
-                                           out_of_slice_display=True, metadata={ROLE_KEY: "needle_handles"})
+                                           metadata={ROLE_KEY: "needle_handles"})
             layer.events.data.connect(self._handles_moved)
             layer.mode = "select"
             self._sync_display()
@@ -640,6 +642,9 @@ class PlanningWidget(QWidget):
                 crossing.current_face_color = color
 
     def _show_skin_risk(self) -> None:
+        """Skin entry points coloured by the lowest risk reachable from them (grey: none feasible)."""
+        from napari_plugin._needle import risk_colors
+
         assert self.session is not None
         found = self.session.skin_risk()
         if SKIN_RISK_LAYER in self.viewer.layers:
@@ -647,12 +652,15 @@ class PlanningWidget(QWidget):
         if found is None:
             return
         points, risk = found
-        self.viewer.add_points(points, features={"risk": risk}, face_color="risk", face_colormap="turbo",
-                               size=2.5, border_width=0, opacity=0.7, name=SKIN_RISK_LAYER,
-                               out_of_slice_display=False, metadata={ROLE_KEY: "skin_risk"})
-        # keep the needle handles on top so they stay draggable
-        if HANDLES_LAYER in self.viewer.layers:
-            self.viewer.layers.move(self.viewer.layers.index(SKIN_RISK_LAYER), 0)
+        self.viewer.add_points(points, features={"risk": risk}, face_color=risk_colors(risk), size=3.0,
+                               border_width=0, opacity=0.8, name=SKIN_RISK_LAYER,
+                               metadata={ROLE_KEY: "skin_risk"})
+        self.viewer.layers[SKIN_RISK_LAYER].editable = False
+        # keep the needle layers above it so the handles stay draggable
+        self.viewer.layers.move(self.viewer.layers.index(SKIN_RISK_LAYER),
+                                min(self.viewer.layers.index(n) for n in (NEEDLE_LAYER, PROJECTION_LAYER)
+                                    if n in self.viewer.layers) if NEEDLE_LAYER in self.viewer.layers
+                                else len(self.viewer.layers))
 
     # ================================================================ reslices
     def _update_reslices(self) -> None:
@@ -688,6 +696,7 @@ class PlanningWidget(QWidget):
         for name, value in estimate.inputs.items():  # show what the plan contributed
             if name in self.clinical_editors:
                 _set_editor_value(self.clinical_editors[name], value)
+                self.clinical_editors[name].setEnabled(name not in self.session.inputs_from_plan)
         weeks, curve = self.session.relief_curve(estimate)
         draw_relief_curve(self.outcome_figure, weeks, curve, estimate)
         self.outcome_canvas.draw_idle()

@@ -1,0 +1,192 @@
+"""GUI acceptance: the planning widget drives the whole flow on a sample case in a real viewer.
+
+Run under a display: ``xvfb-run -a -s "-screen 0 1600x1000x24" python -m pytest tests/test_napari_gui.py``.
+(``QT_QPA_PLATFORM=offscreen`` renders black screenshots: use Xvfb.)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytestmark = [pytest.mark.gui, pytest.mark.slow]
+
+napari = pytest.importorskip("napari")
+
+CASE = "celiac_standard"
+PLAN_TIMEOUT_MS = 180_000
+
+
+def _sample_or_skip() -> str:
+    from planner.samples import case_names
+
+    if CASE not in case_names():
+        pytest.skip(f"sample case {CASE} is not bundled in sample_dicom/")
+    return CASE
+
+
+def _pump(qtbot, seconds: float = 0.3) -> None:
+    qtbot.wait(int(seconds * 1000))
+
+
+@pytest.fixture(scope="module")
+def sample():
+    """The sample case's image, labels and first suggested preset (as a session, for conversions)."""
+    from napari_plugin._session import PlanningSession
+    from planner.samples import get_case, load_case
+
+    name = _sample_or_skip()
+    image, labels = load_case(name)
+    session = PlanningSession(image=image, preset=get_case(name).presets[0], case=name)
+    session.set_labels(labels)
+    return session
+
+
+def _open_planned(make_napari_viewer, qtbot, sample, show: bool = False):
+    """A viewer with the sample opened through the plugin and the widget holding the plan."""
+    from napari_plugin._qt.planning import PlanningWidget
+
+    viewer = make_napari_viewer(show=show)
+    viewer.window.resize(1400, 900)
+    viewer.open_sample("plexus-planner", sample.case)
+    widget = PlanningWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Needle planning", area="right")
+    return viewer, widget
+
+
+def test_whole_flow_open_labels_plan_drag_export_reload(make_napari_viewer, qtbot, tmp_path, sample):
+    from napari_plugin._qt.planning import HANDLES_LAYER
+    from planner.plan import Plan
+
+    viewer, widget = _open_planned(make_napari_viewer, qtbot, sample)
+    # open: the image and its reference labels are placed in mm, the case's preset is chosen
+    image_layer = viewer.layers[f"{CASE} CT"]
+    np.testing.assert_allclose(image_layer.scale, sample.image.spacing)
+    np.testing.assert_allclose(image_layer.translate, sample.image.origin_zyx)
+    assert widget.preset_combo.currentData() == sample.preset
+    assert widget.session is not None and widget.session.labels is not None
+
+    # plan (in a worker thread)
+    with qtbot.waitSignal(widget.planned, timeout=PLAN_TIMEOUT_MS):
+        widget.plan()
+    plan = widget.session.plan
+    assert widget.table.rowCount() == len(plan.trajectories) > 0
+    assert widget.table.columnCount() > 9  # fixed columns plus a clearance column per organ at risk
+    # the live evaluator reproduces the plan's numbers for the plan's own path
+    first = plan.trajectories[0]
+    again = widget.session.path_planner().evaluate(first.entry_lps_mm, first.target_lps_mm)
+    assert again.length_mm == pytest.approx(first.length_mm, abs=0.01)
+    assert again.risk == pytest.approx(first.risk, abs=1e-3)
+    for name, value in first.min_clearance_mm.items():
+        assert again.min_clearance_mm[name] == pytest.approx(value, abs=0.02), name
+
+    # selecting a row shows that trajectory
+    widget.table.selectRow(1 if len(plan.trajectories) > 1 else 0)
+    shown = plan.trajectories[widget.session.selected]
+    handles = viewer.layers[HANDLES_LAYER]
+    np.testing.assert_allclose(widget.session.to_lps(handles.data), [shown.entry_lps_mm, shown.target_lps_mm],
+                               atol=1e-6)
+
+    # move the entry point: metrics follow planner.trajectory.evaluate for the new path
+    before = widget.session.current
+    moved = np.array(handles.data, float)
+    moved[0, 2] += 12.0  # 12 mm along x (patient left-right)
+    with qtbot.waitSignal(widget.metrics_changed, timeout=5000):
+        handles.data = moved
+    entry_lps, target_lps = widget.session.to_lps(moved)
+    expected = widget.session.path_planner().evaluate(entry_lps, target_lps)
+    now = widget.session.current
+    assert now.length_mm == pytest.approx(expected.length_mm) and now.risk == pytest.approx(expected.risk)
+    assert now.min_clearance_mm == pytest.approx(expected.min_clearance_mm)
+    assert now.p_oar_contact == pytest.approx(expected.p_oar_contact)
+    assert now.length_mm != pytest.approx(before.length_mm, abs=1e-3)
+    assert f"{expected.length_mm:.1f} mm" in widget.metrics_label.text()
+    assert widget.session.is_feasible(now) == expected.feasible
+    colour = "#00ffff" if expected.feasible else "#ff0000"
+    assert widget._feasible == expected.feasible
+    assert viewer.layers["needle projection"].edge_color[0][:3] == pytest.approx(
+        np.array([int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5)]), abs=1e-6)
+
+    # outcome: planner.analgesia with the plan-derived inputs, labelled as synthetic
+    estimate = widget.predict_outcome()
+    assert estimate is not None and "synthetic" in estimate.label
+    assert "synthetic" in widget.outcome_label.text()
+
+    # export and reload the plan
+    path = widget.save_plan(tmp_path / "plan.json")
+    saved = Plan.load(path)
+    moved_t = saved.trajectories[widget.session.selected]
+    np.testing.assert_allclose(moved_t.entry_lps_mm, entry_lps, atol=1e-2)
+    assert moved_t.length_mm == pytest.approx(expected.length_mm, abs=0.01)
+    assert moved_t.details.get("adjusted_in_viewer") is True
+    assert any("adjusted by hand" in w for w in saved.warnings)
+    widget.load_plan(path)
+    assert widget.table.rowCount() == len(saved.trajectories)
+    assert widget.table.item(widget.session.selected or 0, 3).text() == f"{saved.trajectories[0].length_mm:.1f}"
+    # the npe2 reader opens the same file as needles on the image
+    layers = viewer.open(str(path), plugin="plexus-planner")
+    assert layers and layers[-1].metadata["plan"].to_dict()["trajectories"] == saved.to_dict()["trajectories"]
+
+
+def _canvas_pixel(viewer, world_zyx: np.ndarray, shot_shape: tuple[int, ...]) -> np.ndarray:
+    """Screen (row, col) of a world point in the 2D view (napari pan-zoom camera)."""
+    dims = list(viewer.dims.displayed)
+    centre = np.asarray(viewer.camera.center)[-2:]
+    zoom = viewer.camera.zoom
+    canvas = np.asarray(viewer.canvas.size, float)  # (height, width) in logical pixels
+    scale = np.asarray(shot_shape[:2], float) / canvas
+    rc = (np.asarray(world_zyx, float)[dims] - centre) * zoom + canvas / 2
+    return rc * scale
+
+
+def _needle_mask(shot: np.ndarray, colour: str, contrast: float = 0.45) -> np.ndarray:
+    """Pixels of the needle's hue: its full channels exceed its empty ones by ``contrast``."""
+    rgb = np.array([int(colour[i:i + 2], 16) for i in (1, 3, 5)]) > 127
+    d = shot[..., :3].astype(float) / 255.0
+    return d[..., rgb].min(axis=-1) - d[..., ~rgb].max(axis=-1) > contrast
+
+
+def test_needle_is_drawn_in_2d_and_3d(make_napari_viewer, qtbot, sample):
+    from napari_plugin import _needle
+    from napari_plugin._qt.planning import NEEDLE_LAYER, PROJECTION_LAYER
+
+    viewer, widget = _open_planned(make_napari_viewer, qtbot, sample, show=True)
+    # a path of known geometry through the case: any path is drawn, feasible or not
+    image = sample.image
+    centre = image.index_to_lps((np.asarray(image.shape) - 1) / 2)
+    entry, target = centre + [40.0, 90.0, 10.0], centre + [10.0, 0.0, 0.0]
+    trajectory = widget.set_path_world(image.lps_to_napari(entry), image.lps_to_napari(target))
+    colour = _needle.hex_color(widget.session.is_feasible(trajectory))
+    viewer.reset_view()
+    _pump(qtbot, 0.5)
+
+    # 2D: needle-coloured pixels along the projection of the needle on the slice
+    shot = viewer.screenshot(canvas_only=True, flash=False)
+    mask = _needle_mask(shot, colour)
+    world = widget._path
+    a, b = (_canvas_pixel(viewer, p, shot.shape) for p in world)
+    hits = 0
+    for t in np.linspace(0.1, 0.9, 9):
+        r, c = np.round(a + t * (b - a)).astype(int)
+        window = mask[max(r - 3, 0):r + 4, max(c - 3, 0):c + 4]
+        hits += bool(window.any())
+    assert hits >= 8, f"needle colour found at {hits}/9 points along its projection"
+    viewer.layers[PROJECTION_LAYER].visible = False
+    _pump(qtbot)
+    assert _needle_mask(viewer.screenshot(canvas_only=True, flash=False), colour).sum() < mask.sum() / 4
+    viewer.layers[PROJECTION_LAYER].visible = True
+
+    # 3D: the needle itself, a thin straight streak of its colour
+    viewer.dims.ndisplay = 3
+    viewer.camera.angles = (0.0, -50.0, 110.0)
+    _pump(qtbot, 0.5)
+    shot3 = viewer.screenshot(canvas_only=True, flash=False)
+    mask3 = _needle_mask(shot3, colour)
+    rows, cols = np.nonzero(mask3)
+    assert rows.size > 30, f"only {rows.size} needle-coloured pixels in 3D"
+    pts = np.stack([rows, cols], axis=1).astype(float)
+    eig = np.linalg.eigvalsh(np.cov((pts - pts.mean(axis=0)).T))
+    assert eig[0] < 0.05 * eig[1], "needle pixels in 3D do not form a straight streak"
+    viewer.layers[NEEDLE_LAYER].visible = False
+    _pump(qtbot)
+    assert _needle_mask(viewer.screenshot(canvas_only=True, flash=False), colour).sum() < rows.size / 4
