@@ -40,7 +40,6 @@ def test_ct_series_round_trips_through_simpleitk_and_planner(tmp_path):
     np.testing.assert_allclose(image.GetOrigin(), volume.origin, atol=1e-3)
     np.testing.assert_allclose(image.GetSpacing(), volume.spacing_xyz, atol=1e-3)
     np.testing.assert_array_equal(sitk.GetArrayFromImage(image), volume.array)
-    pytest.importorskip("planner.dicom_series")  # the DICOM reader lands separately
     loaded = load(tmp_path / "ct")
     assert loaded.same_grid(volume)
     np.testing.assert_array_equal(loaded.array, volume.array)
@@ -102,7 +101,6 @@ def test_us_multiframe_has_region_calibration(tmp_path):
     assert region.PhysicalUnitsXDirection == 3 and region.PhysicalUnitsYDirection == 3
     assert region.PhysicalDeltaX == pytest.approx(0.012) and region.PhysicalDeltaY == pytest.approx(0.015)
     np.testing.assert_array_equal(ds.pixel_array, frames)
-    pytest.importorskip("planner.dicom_series")
     loaded = load(path)
     np.testing.assert_array_equal(loaded.array, frames)
     assert loaded.spacing[1:] == pytest.approx((0.15, 0.12))
@@ -123,3 +121,15 @@ def test_written_files_pass_dciodvfy_when_installed(tmp_path):
         result = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
         report = result.stdout + result.stderr
         assert "Error" not in report and "Warning" not in report, report
+
+
+def test_us_multiframe_writes_colour_frames_as_rgb(tmp_path):
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 256, size=(3, 32, 40, 3)).astype(np.uint8)
+    grey = rgb.mean(axis=-1).astype(np.uint8)
+    volume = Volume(array=grey, spacing=(1.0, 0.2, 0.2), origin=(0.0, 0.0, 0.0), modality="US", display_rgb=rgb)
+    ds = pydicom.dcmread(write_us_multiframe(volume, tmp_path / "rgb.dcm"))
+    assert ds.PhotometricInterpretation == "RGB" and ds.SamplesPerPixel == 3
+    np.testing.assert_array_equal(ds.pixel_array, rgb)
+    loaded = load(tmp_path / "rgb.dcm")
+    np.testing.assert_array_equal(loaded.display_rgb, rgb)
