@@ -59,6 +59,13 @@ def test_every_output_says_synthetic_cohort(shipped):
         estimate.p_response = 1.0  # type: ignore[misc]
 
 
+def test_summary_text_carries_the_figures_and_the_label(shipped):
+    e = predict(ClinicalInputs(spread_quadrants=3), shipped)
+    text = e.summary()
+    assert f"{e.median_relief_weeks:.1f} weeks" in text and "80% prediction interval" in text
+    assert "injectate spread 3 quadrants" in text and "synthetic cohort" in text and "not a medical device" in text
+
+
 def test_estimate_is_internally_consistent(shipped):
     e = predict(ClinicalInputs(spread_quadrants=3, distant_metastases=True, ecog=2), shipped)
     lo, hi = e.relief_weeks_prediction_interval_80

@@ -54,7 +54,11 @@ def render(model: AnalgesiaModel, generator: dict[str, Any] | None = None,
            truth: dict[str, dict[str, float]] | None = None) -> str:
     """Markdown model card. ``generator``: cohort parameters (synthetic fits) for the source table;
     ``truth``: generator ratios per part and feature, shown next to the fitted ones."""
+    from planner.analgesia.model import predict
+    from planner.analgesia.features import REFERENCE
+
     meta = model.meta
+    ref = predict(REFERENCE, model)
     training = meta.get("training", {})
     lines = [
         f"# Analgesia-duration model {model.version}",
@@ -94,6 +98,11 @@ def render(model: AnalgesiaModel, generator: dict[str, Any] | None = None,
         "integral of h_relief (1 + theta H)^(-1/theta - 1), and likewise for death. Intervals come from 256 "
         "draws of the coefficients from N(estimate, inverse observed information), fixed seed; rare covariate "
         "combinations have wide coefficient uncertainty and so wider intervals.",
+        "",
+        f"Reference patient (all features at reference): P(response) {ref.p_response:.2f}; median relief "
+        f"{ref.median_relief_weeks} weeks (80% prediction interval {ref.relief_weeks_prediction_interval_80[0]}-"
+        f"{ref.relief_weeks_prediction_interval_80[1]}). The generator's 12-week median at reference is the time to "
+        "loss of relief without death; death (median 16 weeks) competes and shortens the relief actually lived.",
         "",
         "**Library.** " + LIBRARY_CHOICE,
         "",

@@ -396,6 +396,23 @@ class Estimate:
     definitions: dict[str, str]
     disclaimer: str = DISCLAIMER
 
+    def summary(self) -> str:
+        """A few lines for a report or widget (the label and disclaimer included)."""
+        def weeks(value: float | None) -> str:
+            return "> 104" if value is None else f"{value:.1f}"
+
+        lo, hi = self.relief_weeks_prediction_interval_80
+        lines = [f"P(initial response) {self.p_response:.0%} (80% CI {self.p_response_interval_80[0]:.0%}-"
+                 f"{self.p_response_interval_80[1]:.0%})",
+                 f"if it responds: median relief {weeks(self.median_relief_weeks)} weeks, 80% prediction "
+                 f"interval {weeks(lo)}-{weeks(hi)} weeks",
+                 "still relieved: " + ", ".join(f"{tp.p_relieved:.0%} at {tp.weeks:g} weeks" for tp in self.timepoints)]
+        strongest = [c for c in self.contributions if abs(math.log(max(c.median_factor, 1e-9))) > 0.05][:3]
+        if strongest:
+            lines.append("main factors: " + ", ".join(f"{c.description} x{c.median_factor:.2f}" for c in strongest))
+        lines.append(f"{self.label}. {self.disclaimer}")
+        return "\n".join(lines)
+
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
 
