@@ -300,3 +300,16 @@ def test_a_saved_plan_feeds_the_estimate(tmp_path):
     inputs = inputs_from_plan(data, ecog=2)
     assert (inputs.approach, inputs.spread_quadrants, inputs.celiac_axis_encasement) == ("transaortic", 2, True)
     assert predict(inputs).p_response < predict(dataclasses.replace(inputs, spread_quadrants=4)).p_response
+
+
+def test_shipped_model_is_reproducible_from_the_parameter_file(shipped, tmp_path):
+    """The shipped model's cohort is exactly what the current code and parameter file generate;
+    changing either without refitting (`plexplan outcome fit`) fails here."""
+    from planner.analgesia.cohort import PARAMETERS_FILE
+    from planner.analgesia.model import file_sha256
+    from planner.analgesia.refit import write_cohort
+
+    training = shipped.meta["training"]
+    assert training["parameters_sha256"] == file_sha256(PARAMETERS_FILE)
+    csv_path, _ = write_cohort(training["n"], training["seed"], tmp_path / "cohort.csv")
+    assert file_sha256(csv_path) == training["csv_sha256"]
