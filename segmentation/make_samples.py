@@ -370,7 +370,7 @@ def us_views(case: SampleCase, out: Path) -> Path:
     _legend(fig, shown)
     fig.suptitle(f"Case {case.number}: {case.title} - simulated, not patient data", fontsize=9)
     fig.subplots_adjust(left=0.01, right=0.97, top=0.9, bottom=0.16, wspace=0.12)
-    fig.savefig(out, dpi=90)
+    fig.savefig(out, dpi=80)
     plt.close(fig)
     return out
 
