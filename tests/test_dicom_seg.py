@@ -128,3 +128,14 @@ def test_seg_of_an_ultrasound_cine_references_every_frame(tmp_path):
     three_frames = Volume(array=phantom.labels.array[:3], spacing=(1.0, 0.6, 0.6), origin=(0.0, 0.0, 0.0))
     with pytest.raises(LabelMapError, match="4 frames"):
         write_seg(three_frames, [cine], tmp_path / "x.dcm")
+
+
+def test_seg_maps_by_patient_position_onto_a_flipped_grid(tmp_path, ct_and_labels):
+    """The same voxels indexed head-to-feet (z flipped) get the same labels in patient space."""
+    ct, labels = ct_and_labels
+    path = write_seg(labels, ct_datasets(ct), tmp_path / "seg.dcm")
+    top = ct.index_to_lps((ct.shape[0] - 1, 0, 0))
+    flipped = Volume(array=ct.array[::-1].copy(), spacing=ct.spacing, origin=tuple(top),
+                     direction=np.diag([1.0, 1.0, -1.0]))
+    back = read_seg(path, flipped)
+    np.testing.assert_array_equal(back.array, labels.array[::-1])
