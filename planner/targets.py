@@ -11,10 +11,10 @@ target never overlaps a vessel, organ, bone, muscle or tumour.
 Rules (distances in mm, levels are patient z, LPS: y grows posteriorly):
 
 * **celiac_plexus_region** - free tissue within :data:`CELIAC_MAX_DISTANCE_MM` of the aortic
-  wall, on its anterior or lateral side (the outward normal from the nearest aortic voxel
-  is at most :data:`CELIAC_MAX_ANGLE_DEG` from anterior), between the levels of the celiac
-  trunk origin and the SMA origin (each origin = centroid of the branch voxels touching
-  the aorta). Without an SMA label the band runs :data:`CELIAC_NO_SMA_SPAN_MM` caudal to the
+  wall, on its anterior or lateral side (seen from the aortic centre of the slice, at most
+  :data:`CELIAC_MAX_ANGLE_DEG` from straight anterior), between the levels of the celiac
+  trunk origin and the SMA origin (each origin = centroid of the largest patch of branch
+  voxels touching the aorta). Without an SMA label the band runs :data:`CELIAC_NO_SMA_SPAN_MM` caudal to the
   celiac origin. Without a celiac trunk label the band is the T12-L1 disc down to mid-L1,
   from the vertebrae.
 * **superior_hypogastric_plexus_region** - free tissue up to :data:`SHP_DEPTH_MM` anterior to
@@ -166,10 +166,16 @@ def _vertebral_body(ax: _Axial, level: str) -> np.ndarray | None:
 
 
 def _branch_origin(ax: _Axial, branch: str, aorta: np.ndarray) -> np.ndarray:
-    """LPS centroid of the branch voxels touching the aorta (else those nearest to it)."""
+    """LPS centroid of the branch voxels touching the aorta (the largest touching patch,
+    so a distal branch grazing the aorta does not move the origin), else of the branch
+    voxels nearest to the aorta."""
     b = ax.mask(branch)
     touch = b & ndimage.binary_dilation(aorta, structure=np.ones((3, 3, 3), bool))
     if touch.any():
+        comp, n = ndimage.label(touch, structure=np.ones((3, 3, 3), bool))
+        if n > 1:
+            sizes = np.bincount(comp.ravel())[1:]
+            touch = comp == (int(np.argmax(sizes)) + 1)
         return ax.lps(np.argwhere(touch)).mean(axis=0)
     idx = np.argwhere(b)
     a_pts = ax.lps(np.argwhere(aorta))
@@ -256,22 +262,25 @@ def _celiac(ax: _Axial, out: TargetRegions) -> np.ndarray:
     if not (aorta & band).any():
         raise LabelMapError(f"{name}: no aorta in the band z {z_lo:.1f}..{z_hi:.1f} mm")
     out.z_ranges[name] = (z_lo, z_hi)
-    # distance and outward direction from the nearest aortic voxel, in a crop around it
-    sz, sy, sx = ax.spacing
+    # distance to the aortic wall (3D, in a crop around the band) ...
     margin = tuple(int(np.ceil(CELIAC_MAX_DISTANCE_MM / s)) + 2 for s in ax.spacing)
-    zspan = np.zeros(aorta.shape, bool)
-    zspan[zsel] = aorta[zsel]
-    crop = _crop(zspan, margin)
-    a_c = aorta[crop]
-    dist, nearest = ndimage.distance_transform_edt(~a_c, sampling=ax.spacing, return_indices=True)
-    grid = np.indices(a_c.shape)
-    # outward vector in LPS: y offset (index delta times signed spacing)
-    dy = (grid[1] - nearest[1]) * (ax.y[1] - ax.y[0] if len(ax.y) > 1 else sy)
-    cos_ant = np.divide(-dy, dist, out=np.ones_like(dist), where=dist > 0)
-    ok = (dist > 0) & (dist <= CELIAC_MAX_DISTANCE_MM) & (cos_ant >= np.cos(np.deg2rad(CELIAC_MAX_ANGLE_DEG)))
+    in_band = np.zeros(aorta.shape, bool)
+    in_band[zsel] = aorta[zsel]
+    crop = _crop(in_band, margin)
+    dist = np.full(aorta.shape, np.inf)
+    dist[crop] = ndimage.distance_transform_edt(~aorta[crop], sampling=ax.spacing)
+    near = (dist > 0) & (dist <= CELIAC_MAX_DISTANCE_MM) & ax.free()
+    # ... and the direction from the aortic centre of each slice (0 = straight anterior)
     mask = np.zeros(aorta.shape, bool)
-    mask[crop] = ok
-    return mask & band & ax.free()
+    X, Y = ax.x[None, :], ax.y[:, None]
+    max_angle = np.deg2rad(CELIAC_MAX_ANGLE_DEG)
+    for k in zsel:
+        ys, xs = np.nonzero(aorta[k])
+        if len(ys) == 0:
+            continue
+        xa, ya = ax.x[xs].mean(), ax.y[ys].mean()
+        mask[k] = near[k] & (np.arctan2(np.abs(X - xa), -(Y - ya)) <= max_angle)
+    return mask
 
 
 def _spine_front(ax: _Axial, spine: np.ndarray, k: int, x_mid: float, half_w: float) -> float | None:

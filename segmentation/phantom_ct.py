@@ -759,7 +759,7 @@ def make_ct_phantom(params: PhantomParams | int,
     hep_end = porta + np.array([8.0, -8.0, -2.0])
     branches = [
         (np.array([cel_b, cel_b + [-15, -4, 2], hep_end]), 2.8),
-        (np.array([cel_b, cel_b + [18, 6, 6], body + [8, 4, 12], 0.5 * (body + tail) + [0, 10, 12],
+        (np.array([cel_b, cel_b + [18, -2, 6], body + [8, -2, 12], 0.5 * (body + tail) + [0, 6, 12],
                    spleen_hilum + [0, 0, 4]]), 2.8),
         (np.array([cel_b, cel_b + [6, -3, 14], cel_b + [14, -8, 28]]), 2.0),
     ]
