@@ -80,7 +80,7 @@ def _slice_order(labels: Volume, datasets: list[Dataset]) -> list[int]:
         if int(getattr(ds, "NumberOfFrames", 1) or 1) != 1 or "ImagePositionPatient" not in ds:
             raise LabelMapError(
                 f"source instance {ds.SOPInstanceUID} is not a single-frame image with a position; "
-                "DICOM SEG is written for CT/MR slice series only (ultrasound labels: use NIfTI)"
+                "a DICOM SEG is written for a CT/MR slice series or for one ultrasound cine"
             )
         if (int(ds.Rows), int(ds.Columns)) != labels.shape[1:]:
             raise LabelMapError(
