@@ -17,7 +17,6 @@ import argparse
 import csv
 import io
 import json
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +28,6 @@ from planner.volume import Volume, atomic_output
 NAME = "segment"
 HELP = "segment an image with a bundled model (ultrasound nerve/vessel now) and write labels"
 
-log = logging.getLogger(__name__)
-
 #: bundle modality -> "module:function(volume, bundle, smooth_window, batch_size, progress) -> label Volume"
 PIPELINES: dict[str, str] = {"US": "segmentation.ultrasound:segment_volume"}
 #: image modality -> shipped bundle folder in models/
@@ -38,6 +35,8 @@ DEFAULT_BUNDLES: dict[str, str] = {"US": "us_nerve_seg"}
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg")
 #: relative disagreement between --spacing and a DICOM ultrasound calibration that is refused
 SPACING_TOLERANCE = 0.05
+#: the loader's warning for a DICOM image without any physical pixel calibration
+NO_CALIBRATION = "no physical calibration"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -70,45 +69,34 @@ def load_frame_image(path: Path, spacing_mm: float | None) -> Volume:
     warnings = ()
     if spacing_mm is None:
         spacing_mm = 1.0
-        warnings = (f"{path.name}: no pixel spacing known; areas are in pixels (1 mm assumed); pass --spacing MM",)
+        warnings = (f"{path.name}: {NO_CALIBRATION}; pixel spacing set to 1 mm (areas in pixels); pass --spacing MM",)
     return Volume(array=grey[None], spacing=(1.0, spacing_mm, spacing_mm), origin=(0.0, 0.0, 0.0),
                   modality="US", warnings=warnings, display_rgb=rgb[None])
 
 
-def ultrasound_calibration_mm(path: str | Path) -> tuple[float, float] | None:
-    """(row, column) spacing in mm from a DICOM's SequenceOfUltrasoundRegions, if it has one in cm."""
-    import pydicom
-
-    try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
-    except Exception:  # unreadable headers are reported by the loader itself
-        return None
-    for region in getattr(ds, "SequenceOfUltrasoundRegions", []) or []:
-        # units 3 = cm (PS3.3 C.8.5.5.1.15); spacing given per pixel
-        if int(getattr(region, "PhysicalUnitsXDirection", 0) or 0) == 3 and \
-                int(getattr(region, "PhysicalUnitsYDirection", 0) or 0) == 3:
-            dx, dy = float(region.PhysicalDeltaX), float(region.PhysicalDeltaY)
-            if dx > 0 and dy > 0:
-                return (abs(dy) * 10.0, abs(dx) * 10.0)
-    return None
+def has_calibration(volume: Volume) -> bool:
+    """True when the loader found a physical pixel calibration (ultrasound regions or PixelSpacing)."""
+    return not any(NO_CALIBRATION in w for w in volume.warnings)
 
 
-def apply_spacing(volume: Volume, spacing_mm: float | None, calibration: tuple[float, float] | None,
-                  path: Path) -> Volume:
-    """Check ``--spacing`` against a DICOM calibration, or set it on an uncalibrated image."""
+def apply_spacing(volume: Volume, spacing_mm: float | None, path: Path) -> Volume:
+    """Check ``--spacing`` against the image's own calibration, or set it on an uncalibrated image."""
     import dataclasses
 
     if spacing_mm is not None and spacing_mm <= 0:
         raise VolumeError(f"--spacing must be a positive pixel spacing in mm, got {spacing_mm}")
-    if calibration is not None:
+    if has_calibration(volume):
+        calibration = volume.spacing[1:]
         if spacing_mm is not None and any(abs(spacing_mm - c) > SPACING_TOLERANCE * c for c in calibration):
             raise VolumeError(
-                f"{path}: --spacing {spacing_mm} mm contradicts the DICOM ultrasound region calibration "
+                f"{path}: --spacing {spacing_mm} mm contradicts the image's own calibration "
                 f"{calibration[0]:.4g} x {calibration[1]:.4g} mm/pixel; drop --spacing or check the file")
         return volume
     if spacing_mm is None:
         return volume
-    return dataclasses.replace(volume, spacing=(volume.spacing[0], spacing_mm, spacing_mm))
+    kept = tuple(w for w in volume.warnings if NO_CALIBRATION not in w)
+    return dataclasses.replace(volume, spacing=(volume.spacing[0], spacing_mm, spacing_mm),
+                               warnings=kept + (f"pixel spacing {spacing_mm} mm from --spacing",))
 
 
 def load_input(path: Path, spacing_mm: float | None, series: str | None) -> Volume:
@@ -121,11 +109,7 @@ def load_input(path: Path, spacing_mm: float | None, series: str | None) -> Volu
         if spacing_mm is not None and spacing_mm <= 0:
             raise VolumeError(f"--spacing must be a positive pixel spacing in mm, got {spacing_mm}")
         return load_frame_image(path, spacing_mm)
-    volume = load(path, series=series)
-    calibration = None
-    if volume.modality == "US" and volume.source is not None and volume.source.files:
-        calibration = ultrasound_calibration_mm(volume.source.files[0])
-    return apply_spacing(volume, spacing_mm, calibration, path)
+    return apply_spacing(load(path, series=series), spacing_mm, path)
 
 
 # ---------------------------------------------------------------------------- model
@@ -215,10 +199,15 @@ def write_outputs(out_dir: Path, image: Volume, labels: Volume, bundle: Any) -> 
             written.append(write_seg(labels, image.source, out_dir / "seg.dcm",
                                      algorithm=Algorithm(bundle.name, str(bundle.metadata.get("version", __version__))),
                                      series_description=f"{bundle.name} segmentation"))
-        except LabelMapError as exc:
-            log.warning("seg.dcm not written: %s", exc)
-            print(f"note: seg.dcm not written ({exc})")
+        except LabelMapError as exc:  # e.g. ultrasound sources without a patient position
+            print(f"note: seg.dcm not written: {exc}")
     return written
+
+
+def structure_name(label: int) -> str:
+    from planner.anatomy import structure
+
+    return structure(label).name
 
 
 def bundle_labels(bundle: Any) -> list[int]:
@@ -237,10 +226,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: {warning}")
     labels = run_pipeline(bundle, volume, args.smooth, args.batch_size, progress=not args.no_progress)
     written = write_outputs(Path(args.out), volume, labels, bundle)
-    counts = {structure_name: int((labels.array == value).sum()) for value, structure_name in
-              ((int(k), v) for k, v in json.loads((Path(args.out) / "labels.json").read_text()).items())}
-    print(f"segmented {labels.shape[0]} frame(s) of {path.name} with {bundle.name}: "
-          + ", ".join(f"{n} {c} px" for n, c in counts.items()))
+    found = ", ".join(f"{structure_name(v)} {int((labels.array == v).sum())} px" for v in bundle_labels(bundle))
+    print(f"segmented {labels.shape[0]} frame(s) of {path.name} with {bundle.name}: {found}")
     for p in written:
         print(f"wrote {p}")
     return 0

@@ -19,6 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-final", action="store_true", help="skip training the final all-data model")
     parser.add_argument("--bundle", default=None,
                         help="write a MONAI bundle of the final model into this folder")
+    parser.add_argument("--weights", default="final",
+                        help="weights to bundle: 'final' (all frames) or 'fold<k>' (with --bundle)")
 
 
 def read_config(path: str | Path) -> dict:
@@ -68,9 +70,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"cross-validated {name} Dice {m['mean']:.3f} (95% CI {m['ci95'][0]:.3f}-{m['ci95'][1]:.3f}, "
                   f"n={m['n']})")
     print(f"wrote {args.out} in {summary['total_seconds']:.0f} s")
-    if args.bundle and cfg.final_model:
+    if args.bundle:
         from segmentation.ultrasound import write_us_bundle
 
-        write_us_bundle(args.bundle, Path(args.out), cfg, name=bundle_opts.get("name", "us_nerve_seg"))
+        write_us_bundle(args.bundle, Path(args.out), cfg, name=bundle_opts.get("name", "us_nerve_seg"),
+                        weights=args.weights)
         print(f"wrote bundle {args.bundle}")
     return 0
