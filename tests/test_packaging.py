@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -39,11 +40,19 @@ def test_editable_install_finds_bundled_folders():
 
 @pytest.mark.slow
 def test_built_wheel_carries_models_and_samples_but_not_tests(tmp_path):
+    # build from a copy so that no stale build/ folder of the checkout leaks into the wheel
+    source = tmp_path / "src"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", "build", "dist", "*.egg-info",
+                                                                "__pycache__", ".pytest_cache"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                    "-w", str(tmp_path / "dist"), str(ROOT)], check=True, capture_output=True)
+                    "-w", str(tmp_path / "dist"), str(source)], check=True, capture_output=True)
     wheel = next((tmp_path / "dist").glob("plexus_planner-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert "napari_plugin/napari.yaml" in names
+    for init in sorted(ROOT.glob("*/**/__init__.py")):
+        package = init.parent.relative_to(ROOT).as_posix()
+        if package.split("/")[0] in ("planner", "segmentation", "napari_plugin"):
+            assert f"{package}/__init__.py" in names, f"package {package} missing from pyproject packages"
     assert not [n for n in names if n.startswith(("tests/", "benchmarks/"))]
     repo_models = {p.relative_to(ROOT / "models").as_posix() for p in (ROOT / "models").rglob("*")
                    if p.is_file() and "__pycache__" not in p.parts and not p.name.startswith(".")}
