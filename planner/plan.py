@@ -264,8 +264,16 @@ def _with_targets(labels: Volume, target: str) -> Volume:
     except ImportError:
         raise PlanError(f"the label map has no {target!r} region and planner.targets is not available "
                         "to derive it") from None
-    derived = add_targets(labels)
-    return derived if isinstance(derived, Volume) else labels.with_array(derived)
+    from planner.errors import LabelMapError
+
+    try:
+        derived = add_targets(labels, which=[target])
+    except LabelMapError as exc:
+        raise PlanError(f"the target region {target!r} is empty: the label map does not contain it and it "
+                        f"cannot be derived ({exc})") from None
+    if not (derived.array == structure(target).label).any():
+        raise PlanError(f"the target region {target!r} is empty in the label map and after derivation")
+    return derived
 
 
 def build_plan(image: Volume, labels: Volume, procedure: str, case: str = "case", top_k: int = 5,

@@ -46,6 +46,7 @@ class Preset:
     patient_position: str = "prone"
     entry_direction_lps: tuple[float, float, float] = (0.0, 1.0, 0.0)
     entry_cone_deg: float = 50.0
+    entry_from_midline_mm: tuple[float, float] | None = None
     crossable: tuple[str, ...] = ()
     margins_mm: Mapping[str, float] = field(default_factory=dict)
     needle_lengths_mm: tuple[float, ...] = (100.0, 150.0, 200.0)
@@ -91,6 +92,7 @@ class Preset:
             "name": self.name, "display_name": self.display_name, "procedure": self.procedure,
             "approach": self.approach, "target": self.target, "modality": self.modality,
             "bilateral": self.bilateral, "side": self.side, "patient_position": self.patient_position,
+            "entry_from_midline_mm": None if self.entry_from_midline_mm is None else list(self.entry_from_midline_mm),
             "crossable": list(self.crossable), "margins_mm": dict(self.margins_mm),
             "needle_lengths_mm": list(self.needle_lengths_mm), "needle_reserve_mm": self.needle_reserve_mm,
             "max_gantry_angle_deg": self.max_gantry_angle_deg, "max_skin_angle_deg": self.max_skin_angle_deg,
@@ -113,6 +115,8 @@ def _validate(name: str, raw: Mapping[str, Any]) -> Preset:
             patient_position=str(raw["patient_position"]),
             entry_direction_lps=tuple(float(v) for v in raw["entry_direction_lps"]),  # type: ignore[arg-type]
             entry_cone_deg=float(raw["entry_cone_deg"]),
+            entry_from_midline_mm=(None if raw.get("entry_from_midline_mm") is None
+                                   else tuple(float(v) for v in raw["entry_from_midline_mm"])),  # type: ignore[arg-type]
             crossable=tuple(str(v) for v in raw["crossable"]),
             margins_mm={str(k): float(v) for k, v in raw["margins_mm"].items()},
             needle_lengths_mm=tuple(sorted(float(v) for v in raw["needle_lengths_mm"])),

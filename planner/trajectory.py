@@ -440,8 +440,12 @@ class PathPlanner:
             ok &= dx > 0
         elif side == "right":
             ok &= dx < 0
+        zone = self.preset.entry_from_midline_mm
+        if zone is not None:
+            ok &= (np.abs(dx) >= zone[0]) & (np.abs(dx) <= zone[1])
         if not ok.any():
-            raise PlanError(f"no skin faces the {self.preset.patient_position} entry direction on the {side} side")
+            raise PlanError(f"no skin faces the {self.preset.patient_position} entry direction on the {side} side"
+                            + ("" if zone is None else f" within {zone[0]:g}-{zone[1]:g} mm of the midline"))
         return self.skin.lps[ok], normals[ok]
 
     def _probe_entries(self) -> tuple[np.ndarray, np.ndarray]:
@@ -669,6 +673,10 @@ class PathPlanner:
             want = _unit(np.asarray(p.entry_direction_lps, dtype=float))
             if normal @ want < math.cos(math.radians(p.entry_cone_deg)):
                 reasons.append(f"entry is not on the skin a {p.patient_position} patient offers")
+            off = abs(float(entry[0]) - self.midline_x)
+            if p.entry_from_midline_mm is not None and not p.entry_from_midline_mm[0] <= off <= p.entry_from_midline_mm[1]:
+                reasons.append(f"entry {off:.0f} mm from the midline, outside the preset's "
+                               f"{p.entry_from_midline_mm[0]:g}-{p.entry_from_midline_mm[1]:g} mm zone")
         else:
             ipa = float(ang["in_plane"])
             if p.max_in_plane_angle_deg is not None and (ipa > p.max_in_plane_angle_deg or ipa < 0):
@@ -681,6 +689,9 @@ class PathPlanner:
                 reasons.append(f"crosses {name}")
             elif c < m:
                 reasons.append(f"{name} clearance {c:.1f} mm < margin {m:g} mm")
+        if min_slack < 0 and not any(r.startswith(("crosses", "within")) or "clearance" in r for r in reasons):
+            worst = min(self.forbidden, key=lambda n: clearance[n] - self.margins[n])
+            reasons.append(f"within the margin of {worst} between samples (interpolated slack {min_slack:.1f} mm)")
         tip_d = float(self.target_distance.sample(t_idx[None, :])[0])
         tip_in = tip_d <= 0.0
         if not tip_in:
