@@ -426,16 +426,39 @@ class _Torso:
         return (np.abs(X) / a) ** 2.3 + (np.abs(Y) / b) ** q
 
 
-def _diaphragm_height(X, Y, z_dome_r, z_dome_l, z_recess, y_front_body):
-    """z of the diaphragm surface over (x, y): domes high anteriorly, recess posteriorly."""
-    side_l = X > 0
-    dome = np.where(side_l, z_dome_l, z_dome_r)
-    xd = np.where(side_l, 65.0, -65.0)
-    lateral = np.abs(X) > 65.0
-    dy = Y - (y_front_body - 50.0)
-    g = ((X - xd) / np.where(lateral, 60.0, 85.0)) ** 2 \
-        + (dy / np.where(dy > 0, 80.0, 160.0)) ** 2
-    return dome - (dome - z_recess) * np.clip(g, 0.0, 1.0)
+def _thoracic_layers(g: "_Grid", spine: "_Spine", cav: np.ndarray, z_recess: float,
+                     z_dome_r: float, z_dome_l: float, dia_th: float
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Lung bases and diaphragm dome as layers along the chest wall.
+
+    At each level the lung is the part of the thoracic space within D(z) of its wall (the
+    body wall, and the paraspinal block behind the vertebral bodies), with D growing from
+    0 at the costophrenic recess to the dome: thin posterior crescents at T12, wide lungs
+    at T10. The recess is lowest posteriorly (about T12-L1) and higher anteriorly.
+    Returns (lung mask, diaphragm mask) on the full grid."""
+    zs = g.index_range(0, z_recess - 2.0, g.z[-1] + 1.0)
+    lungs = np.zeros(g.shape, bool)
+    dia = np.zeros(g.shape, bool)
+    if zs.stop <= zs.start:
+        return lungs, dia
+    X, Y = g.x[None, :], g.y[:, None]
+    theta = np.arctan2(np.abs(X), -Y)
+    z_rec = z_recess + 55.0 * ((1.0 + np.cos(theta)) / 2.0) ** 1.5
+    z_dome = np.where(X > 0, z_dome_l, z_dome_r)
+    for k in range(zs.start, zs.stop):
+        z = float(g.z[k])
+        u = np.clip((z - z_rec) / np.maximum(z_dome - z_rec, 1.0), 0.0, 1.0)
+        depth = 75.0 * u ** 1.2
+        if depth.max() <= 0:
+            continue
+        xc, yc = float(spine.xc(z)), float(spine.yc(z))
+        # paraspinal block behind the transverse processes, rounded at its corners
+        block = ((np.abs(X - xc) / 62.0) ** 4 + ((Y - (yc + 80.0)) / 60.0) ** 4) <= 1.0
+        space = cav[k] & ~block
+        d_wall = ndimage.distance_transform_edt(space, sampling=g.spacing[1:])
+        lungs[k] = space & (d_wall <= depth) & (depth > 0)
+        dia[k] = space & (d_wall > depth) & (d_wall <= depth + dia_th) & (depth > 0)
+    return lungs, dia
 
 
 # ============================================================================ generator
@@ -506,14 +529,14 @@ def make_ct_phantom(params: PhantomParams | int,
                                   "bmi": bmi}
 
     # diaphragm: domes (right higher) and posterior costophrenic recess near T12/L1
-    z_dome_r = z_top + rng.uniform(5, 25)
+    z_dome_r = z_top + rng.uniform(15, 35)
     z_dome_l = z_dome_r - rng.uniform(8, 20)
     z_recess = inf["T12"] + rng.uniform(-12, 6)
     details["costophrenic_recess_z_mm"] = round(float(z_recess), 1)
     y_front = spine.front(g.z)[:, None, None]
-    zd = _diaphragm_height(X, Y, z_dome_r, z_dome_l, z_recess, y_front)
     dia_th = 4.5
-    below_dia = Z <= zd - dia_th
+    lung_zone, dia_zone = _thoracic_layers(g, spine, cav, z_recess, z_dome_r, z_dome_l, dia_th)
+    below_dia = ~(lung_zone | dia_zone)
 
     # ---- aorta centreline ---------------------------------------------------------------
     aorta_scale = rng.uniform(0.85, 1.15)
@@ -608,14 +631,15 @@ def make_ct_phantom(params: PhantomParams | int,
     ya_s = y_a(aorta_z)[:, None, None]
     ra_s = r_a(aorta_z)[:, None, None]
     periaortic = (np.hypot(X - xa_s, Y - ya_s) < ra_s + 9.0) & (Z > z_s - 20) & (Z < z_c + 22)
-    retro = (np.abs(X - spine.xc(g.z)[:, None, None]) < spine.w(g.z)[:, None, None] / 2 + 26) & \
-        (Y > y_front - 10.0)
+    # rounded prevertebral / retrocrural zone (aorta, IVC, crura, azygos and their fat)
+    retro = (((X - spine.xc(g.z)[:, None, None]) / (spine.w(g.z)[:, None, None] / 2 + 26)) ** 2
+             + ((Y - (y_front + 25.0)) / 35.0) ** 2) <= 1.0
     abdomen = cav & below_dia & ~retro & ~periaortic
     del retro
 
     _paint_bowel(g, rng, spine, torso, abdomen, kid, z_s, x_a, y_a, r_a)
     stomach_gas = _paint_stomach(g, rng, spine, abdomen, x_a, y_a, r_a, z_c)
-    _paint_liver(g, rng, spine, abdomen, cav & below_dia, z_top, zd)
+    _paint_liver(g, rng, spine, abdomen, cav & below_dia, z_top)
     spleen_hilum = _paint_spleen(g, rng, spine, cav & below_dia & ~periaortic)
 
     # pancreas: head in the duodenal loop, body over the aorta near L1, tail to the spleen
@@ -673,13 +697,15 @@ def make_ct_phantom(params: PhantomParams | int,
         details["tumour"] = True
 
     # lungs (above the diaphragm, inside the ribcage, outside the mediastinum) and diaphragm
-    mediast = (np.abs(X - (spine.xc(g.z)[:, None, None] + 6)) < 26) & (Y < spine.yc(g.z)[:, None, None])
-    thorax = cav & (Z > zd) & ~mediast
-    thorax &= (Z > z_recess - 2)
-    g.paint("lungs", thorax, only_on=("body", "liver", "spleen", "stomach", "bowel", "muscle"))
-    dia = cav & (Z > zd - dia_th) & (Z <= zd)
-    g.paint("muscle", dia, only_on=("body", "liver", "spleen", "stomach", "bowel", "adrenal_glands"))
-    del mediast, thorax, dia
+    xs_ = spine.xc(g.z)[:, None, None]
+    mediast = ((np.abs(X - (xs_ + 6)) < 26) & (Y < spine.yc(g.z)[:, None, None])
+               & (Y > y_front - 40.0)) | \
+        ((np.abs(X - xs_) < spine.canal_w / 2 + 12) & (Y >= spine.yc(g.z)[:, None, None]))
+    g.paint("lungs", lung_zone & ~mediast, only_on=("body", "liver", "spleen", "stomach", "bowel",
+                                                  "muscle"))
+    g.paint("muscle", dia_zone & ~mediast, only_on=("body", "liver", "spleen", "stomach", "bowel",
+                                                  "adrenal_glands"))
+    del mediast, lung_zone, dia_zone
 
     # ---------------------------------------------------------------- muscles
     _paint_back_muscles(g, rng, spine, torso, cav, z_field_bot)
@@ -849,21 +875,27 @@ def _paint_bowel(g: _Grid, rng, spine: _Spine, torso: _Torso, abdomen: np.ndarra
     box, m = g.tube(_smooth_curve(colon, 25), rng.uniform(17, 22))
     g.paint("bowel", m & abdomen[box], box)
     # small bowel: random smooth loops inside the mid/lower abdomen
-    lo = np.array([-x_lat + 25, -b_front + 20, spine.inf["S1"] - 40])
-    hi = np.array([x_lat - 25, spine.front(spine.mid("L3")) - 20, spine.mid("L2")])
+    # loops wander inside an ellipsoid filling the mid and lower abdomen (jejunum higher
+    # on the left), turning back when they reach its surface
+    lo = np.array([-x_lat + 20, -b_front + 15, spine.inf["S1"] - 45])
+    hi = np.array([x_lat - 20, spine.front(spine.mid("L3")) - 15, spine.sup["L1"]])
+    centre = 0.5 * (lo + hi) + np.array([10.0, 0.0, 0.0])
+    semi = 0.5 * (hi - lo)
     pts_all = []
     for _ in range(14):
-        p = lo + rng.uniform(0, 1, 3) * (hi - lo)
+        p = centre + semi * rng.uniform(-0.5, 0.5, 3)
         d = rng.normal(0, 1, 3)
         d /= np.linalg.norm(d)
         pts = [p.copy()]
         for _ in range(90):
             d = d + rng.normal(0, 0.35, 3)
             d /= np.linalg.norm(d)
-            p = p + 4.0 * d
-            bounce = (p < lo) | (p > hi)
-            d[bounce] *= -1
-            p = np.clip(p, lo, hi)
+            q = p + 4.0 * d
+            if (((q - centre) / semi) ** 2).sum() > 1.0:
+                d = -d + rng.normal(0, 0.3, 3)
+                d /= np.linalg.norm(d)
+                continue
+            p = q
             pts.append(p.copy())
         pts_all.append(np.asarray(pts))
     pts = np.vstack(pts_all)
@@ -900,7 +932,7 @@ def _paint_stomach(g: _Grid, rng, spine: _Spine, abdomen, x_a, y_a, r_a, z_c) ->
     return gas
 
 
-def _paint_liver(g: _Grid, rng, spine: _Spine, abdomen, cav_below, z_top, zd) -> None:
+def _paint_liver(g: _Grid, rng, spine: _Spine, abdomen, cav_below, z_top) -> None:
     """Right lobe (down to L2-L3 laterally) and left lobe across the midline anteriorly."""
     c1 = np.array([-62 + rng.uniform(-6, 6), -5 + rng.uniform(-6, 6), z_top - rng.uniform(10, 25)])
     ax1 = np.array([rng.uniform(95, 110), rng.uniform(92, 105), rng.uniform(105, 125)])
@@ -1092,7 +1124,8 @@ def _paint_pelvis(g: _Grid, rng, spine: _Spine, torso: _Torso, z_bot: float) -> 
     wid = np.interp(z, [z_bot, z_s1 - 25, z_s1], [70, 105, 100])[:, None, None] / 2
     body_w = np.interp(z, [z_bot, z_s1], [28, 50])[:, None, None] / 2
     central = (((X - xc) / body_w) ** 2 + ((Y - yc) / (depth / 2)) ** 2) <= 1
-    alae = (np.abs(X - xc) <= wid) & (np.abs(Y - yc - 2) <= depth / 2 * 0.8)
+    rel = np.clip(np.abs(X - xc) / wid, 0, 1)
+    alae = (np.abs(X - xc) <= wid) & (np.abs(Y - yc - 2 + 6 * rel) <= depth / 2 * (0.85 - 0.35 * rel ** 2))
     canal = (((X - xc) / 8.0) ** 2 + ((Y - (yc + depth / 2 + 6)) / 5.0) ** 2) <= 1
     crest = (np.abs(X - xc) <= 7) & (Y > yc) & (Y <= yc + depth / 2 + 18)
     g.paint("sacrum", central | alae | crest, box, only_on=_INNER_SOFT)
@@ -1103,23 +1136,35 @@ def _paint_pelvis(g: _Grid, rng, spine: _Spine, torso: _Torso, z_bot: float) -> 
     z = g.z[zs]
     if len(z) == 0:
         return
+    z_half = 0.5 * (z_bot + z_s1)
     for sgn in (1.0, -1.0):
         t = np.clip((z_crest - z) / (z_crest - z_bot), 0, 1)
-        si = np.stack([spine.xc(z) + sgn * (np.interp(z, [z_bot, z_s1], [35, 50]) + 4),
-                       spine.yc(z) + 2], axis=1)
-        lat_x = sgn * (torso.dims(z, "cavity")[0] - 12 - 10 * t)
-        tip = np.stack([lat_x, -25 + 20 * t], axis=1)
-        post = np.stack([spine.xc(z) + sgn * (np.interp(z, [z_bot, z_s1], [40, 55]) + 15),
-                         spine.yc(z) + 30], axis=1)
-        box = (zs, slice(0, g.shape[1]), slice(0, g.shape[2]))
+        a_cav = torso.dims(z, "cavity")[0]
+        xs, ys = spine.xc(z), spine.yc(z)
+        sac = np.interp(z, [z_bot, z_s1 - 25, z_s1], [35, 52, 50])
+        # curved wing: posterior iliac spine -> SI joint -> posterolateral -> anterior spine
+        ctrl = [np.stack([xs + sgn * (sac + 10), ys + 34], axis=1),
+                np.stack([xs + sgn * (sac + 5), ys + 6], axis=1),
+                np.stack([sgn * (a_cav + 2 - 12 * t), ys - 20], axis=1),
+                np.stack([sgn * (a_cav - 26 - 14 * t), ys - 88 + 10 * t], axis=1)]
+        bez = [ctrl[1]]
+        for u in np.linspace(0.2, 1.0, 5):  # quadratic Bezier SI -> lateral control -> ASIS
+            bez.append((1 - u) ** 2 * ctrl[1] + 2 * u * (1 - u) * ctrl[2] + u ** 2 * ctrl[3])
+        poly = [ctrl[0]] + bez
+        x_lo = min(0.0, float(np.min(sgn * a_cav))) if sgn < 0 else 0.0
+        x_hi = 0.0 if sgn < 0 else float(np.max(a_cav))
+        box = (zs, g.index_range(1, float(np.min(ys)) - 120, float(np.max(ys)) + 60),
+               g.index_range(2, x_lo - 5, x_hi + 5))
         X, Y, _ = g.coords(box)
-        thick = np.interp(z, [z_bot, z_crest], [11, 8])[:, None, None]
-        plate = (_capsule_2d(X, Y, post, tip) <= thick / 2)
-        plate |= (_capsule_2d(X, Y, si, post) <= thick / 2)
+        dist = np.full((len(z),) + (box[1].stop - box[1].start, box[2].stop - box[2].start), np.inf,
+                       np.float32)
+        for p1, p2 in zip(poly[:-1], poly[1:]):
+            dist = np.minimum(dist, _capsule_2d(X, Y, p1, p2))
+        thick = np.interp(z, [z_bot, z_half, z_crest], [12, 10, 7])[:, None, None]
+        plate = dist <= thick / 2
         g.paint("bone_other", plate, box, only_on=_INNER_SOFT)
-        # gluteal and iliacus muscle either side of the plate (other muscle)
-        glut = (_capsule_2d(X, Y, post + [0, 0], tip) <= thick / 2 + 22) & ~plate & (Y > -10)
-        g.paint("muscle", glut, box, only_on=("body", "bowel"))
+        # gluteal muscles outside and iliacus inside the wing (both "other muscle")
+        g.paint("muscle", (dist <= thick / 2 + 22) & ~plate, box, only_on=("body", "bowel"))
 
 
 def _paint_vertebrae(g: _Grid, spine: _Spine, z_bot: float, z_top: float, z_conus: float) -> None:
@@ -1157,11 +1202,14 @@ def _paint_vertebrae(g: _Grid, spine: _Spine, z_bot: float, z_top: float, z_conu
             (Y <= canal_y + cd / 2 + 5 + 0.2 * dxa) & in_pe
         facet = (dxa >= cw / 2 + 1) & (dxa <= cw / 2 + 11) & (Y >= canal_y - 2) & \
             (Y <= canal_y + cd / 2 + 4) & (zz <= zsup + 4) & (zz >= pe_lo)
+        # spinous process: slopes caudally (steeply in the thorax), tapering to its tip
         sp_len = 32.0 if thoracic else 30.0
-        sp_lo = pe_lo - (0.45 * h if thoracic else 0.1 * h)
-        sp_z_at = sp_lo + (zz - sp_lo)
-        spinous = (dxa <= 3.5) & (Y >= lam_y) & (Y <= lam_y + sp_len) & (zz >= sp_lo) & \
-            (zz <= pe_hi - 0.3 * h) & (sp_z_at > -1e9)
+        slope = 0.9 if thoracic else 0.15
+        along = np.clip(Y - lam_y, 0, None)
+        sp_mid = zinf + 0.3 * h - slope * along
+        sp_half = 0.3 * h * (1.0 - 0.35 * along / sp_len)
+        spinous = (dxa <= 3.5) & (Y >= lam_y - 2) & (Y <= lam_y + sp_len) & \
+            (np.abs(zz - sp_mid) <= sp_half)
         tp_len = _TP_LENGTH[lev]
         tp = (dxa >= cw / 2 + 3) & (dxa <= cw / 2 + 7 + tp_len) & \
             (np.abs(Y - (canal_y + (6 if thoracic else 0) + 0.15 * (dxa - cw / 2) * thoracic)) <= 4.5) & \
