@@ -139,6 +139,16 @@ def _canvas_pixel(viewer, world_zyx: np.ndarray, shot_shape: tuple[int, ...]) ->
     return rc * scale
 
 
+def _hits_along(viewer, path_world: np.ndarray, mask: np.ndarray) -> int:
+    """Of 9 points along the segment's projection on screen, how many have needle pixels nearby."""
+    a, b = (_canvas_pixel(viewer, p, mask.shape) for p in path_world)
+    hits = 0
+    for t in np.linspace(0.1, 0.9, 9):
+        r, c = np.round(a + t * (b - a)).astype(int)
+        hits += bool(mask[max(r - 3, 0):r + 4, max(c - 3, 0):c + 4].any())
+    return hits
+
+
 def _needle_mask(shot: np.ndarray, colour: str, contrast: float = 0.45) -> np.ndarray:
     """Pixels of the needle's hue: its full channels exceed its empty ones by ``contrast``."""
     rgb = np.array([int(colour[i:i + 2], 16) for i in (1, 3, 5)]) > 127
@@ -163,14 +173,18 @@ def test_needle_is_drawn_in_2d_and_3d(make_napari_viewer, qtbot, sample):
     # 2D: needle-coloured pixels along the projection of the needle on the slice
     shot = viewer.screenshot(canvas_only=True, flash=False)
     mask = _needle_mask(shot, colour)
-    world = widget._path
-    a, b = (_canvas_pixel(viewer, p, shot.shape) for p in world)
-    hits = 0
-    for t in np.linspace(0.1, 0.9, 9):
-        r, c = np.round(a + t * (b - a)).astype(int)
-        window = mask[max(r - 3, 0):r + 4, max(c - 3, 0):c + 4]
-        hits += bool(window.any())
-    assert hits >= 8, f"needle colour found at {hits}/9 points along its projection"
+    assert _hits_along(viewer, widget._path, mask) >= 8
+    # dragged like a mouse does (Points data changed in place, then the data event): redrawn there
+    from napari_plugin._qt.planning import HANDLES_LAYER
+
+    handles = viewer.layers[HANDLES_LAYER]
+    handles.data[0, 1:] += (-15.0, 20.0)
+    handles.events.data(value=handles.data, action="changed", data_indices=(0,), vertex_indices=((),))
+    _pump(qtbot, 0.5)
+    np.testing.assert_allclose(widget._path, handles.data)
+    colour = _needle.hex_color(widget.session.is_feasible(widget.session.current))
+    mask = _needle_mask(viewer.screenshot(canvas_only=True, flash=False), colour)
+    assert _hits_along(viewer, widget._path, mask) >= 8
     viewer.layers[PROJECTION_LAYER].visible = False
     _pump(qtbot)
     assert _needle_mask(viewer.screenshot(canvas_only=True, flash=False), colour).sum() < mask.sum() / 4

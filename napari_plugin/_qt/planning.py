@@ -534,7 +534,7 @@ class PlanningWidget(QWidget):
             self.viewer.add_vectors(vectors, edge_width=1.2, edge_color=_needle.hex_color(True), vector_style="line",
                                     opacity=0.7, name=PROJECTION_LAYER, metadata={ROLE_KEY: "needle_projection"})
         if CROSSING_LAYER not in self.viewer.layers:
-            self.viewer.add_points(np.zeros((0, 3)), size=7, symbol="ring", face_color=_needle.hex_color(True),
+            self.viewer.add_points(path_world[1:], size=7, symbol="ring", face_color=_needle.hex_color(True),
                                    border_width=0, name=CROSSING_LAYER, metadata={ROLE_KEY: "needle_crossing"})
         if HANDLES_LAYER not in self.viewer.layers:
             layer = self.viewer.add_points(path_world, size=5, face_color=["#40ff40", "#ffd700"],
@@ -567,7 +567,7 @@ class PlanningWidget(QWidget):
         self._path, self._feasible = np.asarray(path_world, float), feasible
         if self.viewer.dims.ndisplay == 3:
             needle = self.viewer.layers[NEEDLE_LAYER]
-            needle.data = _needle.as_vectors(self._path)
+            _set_in_place(needle, _needle.as_vectors(self._path))
             if recolour or self._needle_stale:
                 needle.edge_color = _needle.hex_color(feasible)
             self._needle_stale = False
@@ -628,18 +628,19 @@ class PlanningWidget(QWidget):
             return
         axis = int(dims.not_displayed[0])
         value = float(dims.point[axis])
-        color = _needle.hex_color(bool(self._feasible))
         projection = self.viewer.layers[PROJECTION_LAYER]
-        projection.data = _needle.as_vectors(_needle.projection_on_plane(self._path[0], self._path[1], axis, value))
+        _set_in_place(projection, _needle.as_vectors(_needle.projection_on_plane(self._path[0], self._path[1],
+                                                                                   axis, value)))
         crossing = self.viewer.layers[CROSSING_LAYER]
         point = _needle.plane_crossing(self._path[0], self._path[1], axis, value)
-        had = len(crossing.data) > 0
-        crossing.data = np.zeros((0, 3)) if point is None else point[None, :]
-        if recolour or (point is not None and not had):
+        _set_in_place(crossing, (self._path[1] if point is None else point)[None, :])
+        if bool(crossing.shown[0]) != (point is not None):
+            crossing.shown = [point is not None]
+        if recolour:
+            color = _needle.hex_color(bool(self._feasible))
             projection.edge_color = color
-            if point is not None:
-                crossing.face_color = color
-                crossing.current_face_color = color
+            crossing.face_color = color
+            crossing.current_face_color = color
 
     def _show_skin_risk(self) -> None:
         """Skin entry points coloured by the lowest risk reachable from them (grey: none feasible)."""
@@ -725,6 +726,18 @@ class PlanningWidget(QWidget):
         if path:
             self.viewer.screenshot(path, canvas_only=False)
             self._say(f"Screenshot saved to {path}")
+
+
+def _set_in_place(layer: Any, data: np.ndarray) -> None:
+    """Move a small overlay layer's data without a full data reset (keeps live dragging fast).
+
+    The layer's extent is left as it was (it only bounds "reset view"); the view is re-sliced.
+    """
+    if np.shape(layer.data) == np.shape(data):
+        layer.data[...] = data
+        layer.refresh(extent=False, thumbnail=False)
+    else:
+        layer.data = data
 
 
 # ==================================================================== clinical editors
