@@ -204,3 +204,42 @@ def test_needle_is_drawn_in_2d_and_3d(make_napari_viewer, qtbot, sample):
     viewer.layers[NEEDLE_LAYER].visible = False
     _pump(qtbot)
     assert _needle_mask(viewer.screenshot(canvas_only=True, flash=False), colour).sum() < rows.size / 4
+
+
+def test_cancel_stops_a_running_plan(make_napari_viewer, qtbot, sample):
+    viewer, widget = _open_planned(make_napari_viewer, qtbot, sample)
+    widget.plan()
+    worker = widget._worker
+    assert worker is not None and widget.cancel_button.isEnabled()
+    with qtbot.waitSignal(worker.finished, timeout=PLAN_TIMEOUT_MS):
+        widget.cancel()
+    _pump(qtbot)
+    assert widget.status.text() == "Cancelled." and widget.table.rowCount() == 0
+    assert widget.plan_button.isEnabled() and not widget.cancel_button.isEnabled()
+
+
+def test_segment_an_ultrasound_cine_with_the_shipped_bundle(make_napari_viewer, qtbot):
+    from napari_plugin._qt.planning import PlanningWidget
+    from napari_plugin._session import available_bundles
+    from planner.anatomy import label_of
+    from planner.samples import case_names
+    from segmentation.bundle import read_bundle
+
+    bundles = [path for _, path in available_bundles() if read_bundle(path).modality == "US"]
+    if not bundles or "supraclavicular_us" not in case_names():
+        pytest.skip("no ultrasound bundle in models/ or no ultrasound sample case")
+    viewer = make_napari_viewer()
+    viewer.open_sample("plexus-planner", "supraclavicular_us")
+    widget = PlanningWidget(viewer)
+    assert widget.preset_combo.currentData() == "supraclavicular_us_inplane"
+    steps = []
+    widget.progress.valueChanged.connect(steps.append)
+    with qtbot.waitSignal(widget.segmented, timeout=PLAN_TIMEOUT_MS):
+        widget.segment(bundles[0])
+    layer = viewer.layers["segmentation"]
+    image = widget.session.image
+    assert layer.data.shape == image.shape
+    np.testing.assert_allclose(layer.scale, image.spacing)
+    assert set(np.unique(layer.data)) <= {0, label_of("brachial_plexus"), label_of("blood_vessel")}
+    assert widget.labels_combo.currentText() == "segmentation" and widget.session.labels is not None
+    assert len(set(steps)) >= 3  # progress moved in steps, not only at the end

@@ -73,6 +73,7 @@ class PlanningWidget(QWidget):
         self._path: np.ndarray | None = None
         self._feasible: bool | None = None
         self._needle_stale = True
+        self._preparing: Any = None
         self._reslice_timer = QTimer(self)
         self._reslice_timer.setSingleShot(True)
         self._reslice_timer.setInterval(150)
@@ -250,7 +251,17 @@ class PlanningWidget(QWidget):
 
         return [layer for layer in self.viewer.layers if isinstance(layer, Labels) and layer.ndim == 3]
 
-    def _refresh_layer_choices(self, *_: Any) -> None:
+    def _refresh_layer_choices(self, event: Any = None) -> None:
+        self._refresh_combos()
+        layer = getattr(event, "value", None)
+        plan = layer.metadata.get(PLAN_KEY) if layer is not None and getattr(event, "type", "") == "inserted" else None
+        if plan is not None and self.session is not None and layer.metadata.get(ROLE_KEY) == "plan":
+            try:  # a plan.json opened with File > Open: show it in the table
+                self._adopt_plan(plan)
+            except PlannerError as exc:
+                self._fail(str(exc))
+
+    def _refresh_combos(self) -> None:
         for combo, layers in ((self.image_combo, self._image_layers()), (self.labels_combo, self._labels_layers())):
             current = combo.currentText()
             combo.blockSignals(True)
@@ -292,10 +303,11 @@ class PlanningWidget(QWidget):
         layer = self._layer(self.labels_combo.currentText())
         if self.session is None or layer is None:
             return
-        labels = volume_from_layer(np.asarray(layer.data), {"scale": layer.scale, "translate": layer.translate,
-                                                             "metadata": layer.metadata})
-        if self.session.labels is not None and np.shares_memory(self.session.labels.array, labels.array):
-            return
+        current = self.session.labels
+        if current is not None and current.shape == layer.data.shape and np.array_equal(current.array, layer.data):
+            return  # unchanged (a snapshot is kept: painting the layer later is noticed at Plan)
+        labels = volume_from_layer(np.array(layer.data, copy=True),
+                                   {"scale": layer.scale, "translate": layer.translate, "metadata": layer.metadata})
         try:
             self.session.set_labels(labels)
             self._say(f"Labels: {layer.name} ({len(np.unique(labels.array)) - 1} structures). Press Plan.")
@@ -427,6 +439,7 @@ class PlanningWidget(QWidget):
             self._fail("open an image first")
             return
         self.session.set_preset(self.preset_combo.currentData())
+        self._labels_changed()  # the labels may have been edited since they were loaded
         worker = create_worker(plan_steps, self.session, _progress={"desc": "Planning"})
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(self._plan_done)
@@ -470,7 +483,7 @@ class PlanningWidget(QWidget):
         layer = self._layer(self.labels_combo.currentText())
         if layer is not None and layer.data.shape == self.session.labels.shape:
             data, meta, _ = labels_layer_data(self.session.labels, layer.name)
-            layer.data = data
+            layer.data = np.array(data, copy=True)
             layer.colormap = meta["colormap"]
             layer.features = meta["features"]
             self._say(self.status.text() + " Target regions derived by planner.targets (shown in the labels).")
@@ -481,13 +494,36 @@ class PlanningWidget(QWidget):
 
         assert self.session is not None
         plan = Plan.load(path)
+        self._adopt_plan(plan)
+        return plan
+
+    def _adopt_plan(self, plan: Any) -> None:
+        assert self.session is not None
+        self.session.use_plan(plan)
         self.preset_combo.blockSignals(True)
         self.preset_combo.setCurrentIndex(max(0, self.preset_combo.findData(plan.procedure)))
         self.preset_combo.blockSignals(False)
-        self.session.use_plan(plan)
         self.show_plan()
+        self._prepare_live()
         self.planned.emit()
-        return plan
+
+    def _prepare_live(self) -> None:
+        """Build the live evaluator (distance maps) in a worker so the first drag does not stall."""
+        from napari.qt.threading import create_worker
+
+        if self.session is None or self.session._planner is not None or self._preparing is not None:
+            return
+        worker = create_worker(self.session.path_planner)
+        self._preparing = worker
+
+        def done(*_: Any) -> None:
+            self._preparing = None
+            self._say("Live evaluation ready: drag the entry or target point.")
+
+        worker.returned.connect(done)
+        worker.errored.connect(lambda exc: (setattr(self, "_preparing", None), self._fail(str(exc))))
+        self._say("Preparing live evaluation (distance maps)…")
+        worker.start()
 
     def _load_plan_clicked(self) -> None:
         if self.session is None:
@@ -580,6 +616,9 @@ class PlanningWidget(QWidget):
         if self._updating or self.session is None:
             return
         if event is not None and str(getattr(event, "action", "changed")) not in ("changed", "ActionType.CHANGED"):
+            return
+        if self._preparing is not None:
+            self._say("Preparing live evaluation (distance maps)… the path is evaluated when ready.")
             return
         handles = self.viewer.layers[HANDLES_LAYER]
         data = np.asarray(handles.data, float)
