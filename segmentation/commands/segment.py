@@ -134,10 +134,12 @@ def choose_bundle(model: str | None, volume: Volume) -> Any:
     return bundle
 
 
-def run_pipeline(bundle: Any, volume: Volume, smooth: int, batch_size: int, progress: bool) -> Volume:
+def run_pipeline(bundle: Any, volume: Volume, smooth: int, batch_size: int, progress: bool,
+                 pipeline: str | None = None) -> Volume:
+    """Run the bundle's pipeline (``pipeline`` "module:function" overrides :data:`PIPELINES`)."""
     import importlib
 
-    module_name, func_name = PIPELINES[bundle.modality].split(":")
+    module_name, func_name = (pipeline or PIPELINES[bundle.modality]).split(":")
     func = getattr(importlib.import_module(module_name), func_name)
     return func(volume, bundle, smooth_window=smooth, batch_size=batch_size, progress=progress)
 
@@ -204,6 +206,17 @@ def write_outputs(out_dir: Path, image: Volume, labels: Volume, bundle: Any) -> 
     return written
 
 
+def segment_series(volume: Volume, bundle: Any, out_dir: Path, *, smooth: int = 1, batch_size: int = 16,
+                   progress: bool = False, pipeline: str | None = None) -> tuple[Volume, list[Path]]:
+    """The one-series pipeline shared by ``plexplan segment`` and ``plexplan batch``.
+
+    Runs the bundle's pipeline on ``volume`` and writes every output into ``out_dir``
+    (see :func:`write_outputs`); returns the label volume and the files written.
+    """
+    labels = run_pipeline(bundle, volume, smooth, batch_size, progress=progress, pipeline=pipeline)
+    return labels, write_outputs(out_dir, volume, labels, bundle)
+
+
 def structure_name(label: int) -> str:
     from planner.anatomy import structure
 
@@ -224,8 +237,8 @@ def run(args: argparse.Namespace) -> int:
     bundle = choose_bundle(args.model, volume)
     for warning in volume.warnings:
         print(f"warning: {warning}")
-    labels = run_pipeline(bundle, volume, args.smooth, args.batch_size, progress=not args.no_progress)
-    written = write_outputs(Path(args.out), volume, labels, bundle)
+    labels, written = segment_series(volume, bundle, Path(args.out), smooth=args.smooth,
+                                     batch_size=args.batch_size, progress=not args.no_progress)
     found = ", ".join(f"{structure_name(v)} {int((labels.array == v).sum())} px" for v in bundle_labels(bundle))
     print(f"segmented {labels.shape[0]} frame(s) of {path.name} with {bundle.name}: {found}")
     for p in written:
