@@ -75,6 +75,9 @@ GAS_HU = -1000.0
 AIR_HU = -1000.0
 ORGAN_WALL_HU = 95.0  # enhancing gastric / bowel wall
 KIDNEY_MEDULLA_HU = 140.0
+BILE_HU = 8.0  # gallbladder bile, water-like
+HEPATIC_VEIN_HU = 165.0  # opacified in the portal-venous phase
+STOOL_HU = -40.0  # faeces: mixed fat, water and gas
 
 FOV_XY_MM = 384.0
 FOV_Z_MM = 360.0
@@ -161,6 +164,9 @@ class _Grid:
         self.x = (origin[0] + spacing[2] * np.arange(nx)).astype(np.float32)
         self.labels = np.zeros(shape, dtype=np.uint8)
         self.min_radius = 0.55 * max(spacing)  # thinner tubes would break into pieces
+        #: image-only detail inside a label (hepatic veins, gallbladder bile, colon stool):
+        #: (box, mask, label name, kind); the labels stay those of the organ
+        self.hu_marks: list[tuple[tuple[slice, slice, slice], np.ndarray, str, str]] = []
 
     def index_range(self, axis: int, lo: float, hi: float) -> slice:
         coord = (self.z, self.y, self.x)[axis]
@@ -874,6 +880,7 @@ def _paint_bowel(g: _Grid, rng, spine: _Spine, torso: _Torso, abdomen: np.ndarra
     colon[:, :2] += rng.normal(0, 4, (len(colon), 2))
     box, m = g.tube(_smooth_curve(colon, 25), rng.uniform(17, 22))
     g.paint("bowel", m & abdomen[box], box)
+    g.hu_marks.append((box, m & abdomen[box], "bowel", "stool"))
     # small bowel: random smooth loops inside the mid/lower abdomen
     # loops wander inside an ellipsoid filling the mid and lower abdomen (jejunum higher
     # on the left), turning back when they reach its surface
@@ -942,10 +949,22 @@ def _paint_liver(g: _Grid, rng, spine: _Spine, abdomen, cav_below, z_top) -> Non
     box, m2 = g.ellipsoid(c2, np.array([rng.uniform(65, 85), 38, rng.uniform(40, 55)]),
                           _rot("z", 10))
     g.paint("liver", m2 & abdomen[box], box, only_on=("body", "bowel"))
-    # gallbladder-free, fissure-free: a smooth organ; caudate near the IVC
+    # caudate lobe near the IVC
     box, m3 = g.ellipsoid(np.array([-22, spine.front(z_top - 30) - 32, z_top - 30]),
                           np.array([16, 16, 30]))
     g.paint("liver", m3 & cav_below[box], box, only_on=("body",))
+    # gallbladder under the right lobe (labelled liver, as TotalSegmentator's map does):
+    # bile density in the image only
+    gb = np.array([-48 + rng.uniform(-8, 8), -60 + rng.uniform(-8, 8), spine.mid("L1") + rng.uniform(-5, 15)])
+    box, m4 = g.ellipsoid(gb, np.array([14.0, 16.0, 30.0]) * rng.uniform(0.8, 1.1), _rot("x", 30))
+    g.paint("liver", m4 & abdomen[box], box, only_on=("body", "bowel", "liver"))
+    g.hu_marks.append((box, m4, "liver", "bile"))
+    # hepatic veins converging on the IVC at the top of the field (image only)
+    ivc_top = np.array([-22.0, spine.front(z_top) - 35.0, z_top + 5.0])
+    for end in ([-105, -10, z_top - 45], [-45, -75, z_top - 50], [25, -60, z_top - 25]):
+        box, m5 = g.tube(_smooth_curve(np.array([ivc_top, 0.5 * (ivc_top + end) + [0, -5, 5], end]), 10),
+                         np.array([6.0, 4.5, 3.0]))
+        g.hu_marks.append((box, m5, "liver", "hepatic_vein"))
 
 
 def _paint_spleen(g: _Grid, rng, spine: _Spine, allowed) -> np.ndarray:
@@ -1131,7 +1150,7 @@ def _paint_pelvis(g: _Grid, rng, spine: _Spine, torso: _Torso, z_bot: float) -> 
     g.paint("sacrum", central | alae | crest, box, only_on=_INNER_SOFT)
     g.paint("spinal_canal", canal & (np.asarray(z)[:, None, None] > z_bot + 15), box)
     # iliac wings: curved plates from the SI joints to the crest (about L4-L5)
-    z_crest = spine.mid("L5") + rng.uniform(0, 15)
+    z_crest = spine.mid("L4") - rng.uniform(0, 12)
     zs = g.index_range(0, z_bot - 5, z_crest)
     z = g.z[zs]
     if len(z) == 0:
@@ -1158,13 +1177,18 @@ def _paint_pelvis(g: _Grid, rng, spine: _Spine, torso: _Torso, z_bot: float) -> 
         X, Y, _ = g.coords(box)
         dist = np.full((len(z),) + (box[1].stop - box[1].start, box[2].stop - box[2].start), np.inf,
                        np.float32)
-        for p1, p2 in zip(poly[:-1], poly[1:]):
-            dist = np.minimum(dist, _capsule_2d(X, Y, p1, p2))
+        # the crest is highest over the middle of the wing, lower at both iliac spines
+        n_seg = len(poly) - 1
+        zz = z[:, None, None]
+        for i, (p1, p2) in enumerate(zip(poly[:-1], poly[1:])):
+            u = (i + 0.5) / n_seg
+            crest_i = z_crest - 28.0 * (2.0 * u - 1.0) ** 2
+            dist = np.minimum(dist, np.where(zz <= crest_i, _capsule_2d(X, Y, p1, p2), np.inf))
         thick = np.interp(z, [z_bot, z_half, z_crest], [12, 10, 7])[:, None, None]
         plate = dist <= thick / 2
         g.paint("bone_other", plate, box, only_on=_INNER_SOFT)
         # gluteal muscles outside and iliacus inside the wing (both "other muscle")
-        g.paint("muscle", (dist <= thick / 2 + 22) & ~plate, box, only_on=("body", "bowel"))
+        g.paint("muscle", (dist <= thick / 2 + 16) & ~plate, box, only_on=("body", "bowel"))
 
 
 def _paint_vertebrae(g: _Grid, spine: _Spine, z_bot: float, z_top: float, z_conus: float) -> None:
@@ -1258,6 +1282,17 @@ def _render_hu(g: _Grid, rng, params: PhantomParams, stomach_gas: np.ndarray) ->
         k = lab == label_of(f"kidney_{side}")
         inner = ndimage.binary_erosion(k, iterations=max(1, int(round(6.0 / max(g.spacing)))))
         hu[inner] = KIDNEY_MEDULLA_HU
+    colon = np.zeros(g.shape, bool)
+    for box, mask, name, kind in g.hu_marks:
+        sel = mask & (lab[box] == label_of(name))
+        sub = hu[box]
+        if kind == "bile":
+            sub[sel] = BILE_HU + 4.0 * smooth[box][sel]
+        elif kind == "hepatic_vein":
+            sub[sel] = HEPATIC_VEIN_HU + 5.0 * smooth[box][sel]
+        elif kind == "stool":
+            sub[sel] = STOOL_HU + 45.0 * smooth[box][sel]  # mottled faeces
+            colon[box] |= sel
     hollow = np.isin(lab, [label_of("bowel"), label_of("stomach")])
     wall = hollow & ~ndimage.binary_erosion(hollow)
     hu[wall] = ORGAN_WALL_HU
@@ -1265,7 +1300,7 @@ def _render_hu(g: _Grid, rng, params: PhantomParams, stomach_gas: np.ndarray) ->
     gas_field = ndimage.gaussian_filter(field_rng.standard_normal(g.shape).astype(np.float32),
                                         sigma=[8.0 / s for s in g.spacing])
     gas_field /= max(float(gas_field.std()), 1e-6)
-    gas = bowel & ~wall & (gas_field > 1.0)
+    gas = bowel & ~wall & ((gas_field > 1.0) | (colon & (gas_field > 0.3)))
     hu[gas | (stomach_gas & (lab == label_of("stomach")))] = GAS_HU
     # partial volume and scanner PSF: voxel box (s/sqrt(12)) plus ~0.8 mm PSF
     sig = [np.hypot(s / np.sqrt(12.0), 0.8) / s for s in g.spacing]
