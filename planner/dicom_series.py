@@ -39,7 +39,7 @@ What this module guarantees, because a mis-placed slice would mis-place a needle
 ``Volume.source`` lists the files (and SOP Instance UIDs) in z order; after resampling
 (tilt, gaps, non-uniform steps) slices no longer correspond one-to-one to those files.
 Public API: :func:`load_dicom` (also reached through ``planner.volume.load``),
-:func:`list_series`, :func:`count_image_series`.
+:func:`list_series`, :func:`scan_series`, :func:`count_image_series`.
 
 Patient names and IDs seen in headers are registered with :mod:`planner.logs` so logs
 redact them; they are never put into messages.
@@ -130,6 +130,7 @@ class SeriesSummary:
     n_files: int
     n_frames: int
     first_file: Path
+    body_part: str = ""
 
     def describe(self) -> str:
         """One short phrase: ``UID (CT, 'desc', 41 slices)``."""
@@ -310,6 +311,7 @@ def _summary(uid: str, instances: Sequence[_Instance]) -> SeriesSummary:
         n_files=len(instances),
         n_frames=sum(i.n_frames for i in instances),
         first_file=instances[0].path,
+        body_part=str(ds.get("BodyPartExamined", "") or "").strip(),
     )
 
 
@@ -334,6 +336,18 @@ def list_series(path: str | os.PathLike[str]) -> list[SeriesSummary]:
     with _pydicom_warnings_to_debug_log():
         scan = _scan(path)
         return [_summary(uid, inst) for uid, inst in scan.series.items()]
+
+
+def scan_series(path: str | os.PathLike[str]) -> tuple[list[tuple[SeriesSummary, tuple[Path, ...]]],
+                                                      list[SkippedFile]]:
+    """Every image series under ``path`` with its files, and every skipped file with its reason.
+
+    One pass over the headers (what a batch runner needs to select, hash and report).
+    """
+    with _pydicom_warnings_to_debug_log():
+        scan = _scan(path)
+    found = [(_summary(uid, inst), tuple(i.path for i in inst)) for uid, inst in scan.series.items()]
+    return found, list(scan.skipped)
 
 
 def count_image_series(path: str | os.PathLike[str]) -> int:
