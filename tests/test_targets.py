@@ -24,7 +24,7 @@ from segmentation.phantom_ct import CTPhantom, make_ct_phantom
 from tests.conftest import shared_path
 
 SEEDS = tuple(range(20))
-SPACING = (4.0, 4.0, 4.0)
+SPACING = (5.0, 5.0, 5.0)
 
 
 @pytest.fixture(scope="module")
