@@ -20,7 +20,10 @@ The maths of planning lives here, on plain arrays, with no display:
    that a touch would injure; they constrain feasibility but not risk or contact).
 4. **Hard constraints** (Seitel et al. 2011): longer than the longest needle, gantry
    (axial-plane) angle, skin angle or ultrasound in-plane angle above the preset maximum,
-   or any forbidden structure within its margin (which includes crossing it or bone).
+   or any forbidden structure within its margin (which includes crossing it). Bone and
+   discs may be *touched* (needles are walked off the vertebral body): their margin is
+   ``-0.5 * largest voxel size``, so only a path entering them deeper than the distance
+   maps' uncertainty is rejected.
 5. **Ranking.** Pareto front over (risk, length, angle), fronts ordered by a weighted
    score, then a diverse top-k whose entries are at least ``min_entry_separation_mm``
    apart; bilateral plans pick the best left/right pair whose needles keep
@@ -356,7 +359,12 @@ class PathPlanner:
                 "derive the target regions (planner.targets.add_targets) or check the segmentation")
         self.oars = geometry.organs_at_risk()
         self.forbidden = tuple(n for n in self.oars if not self.preset.is_crossable(n))
-        self.margins = {n: self.preset.margin(n) for n in self.forbidden}
+        # bone and discs may be touched (needles are walked off the vertebral body): a path is
+        # rejected only when it enters them deeper than the distance maps' uncertainty
+        self.contact_tolerance_mm = 0.5 * max(labels.spacing)
+        self.margins = {n: (-self.contact_tolerance_mm
+                            if structure(n).tissue in _OBSTACLE_TISSUES and self.preset.margin(n) <= 0
+                            else self.preset.margin(n)) for n in self.forbidden}
         geometry.precompute(self.oars + (self.preset.target,))
         # bone and cartilage are obstacles (hard constraint) but touching them harms no organ:
         # they count for feasibility, not for the risk integral or the contact probability
@@ -365,6 +373,10 @@ class PathPlanner:
         self.risk_slack = geometry.combined({n: self.margins[n] for n in self.soft_tissue})
         self.contact = geometry.combined({n: 0.0 for n in self.soft_tissue})
         self.target_distance = geometry.distance(self.preset.target)
+        self._oar_maps = [geometry.distance(n) for n in self.oars]
+        self._offsets = {sd.name: np.asarray(sd.offset, dtype=np.float32) for sd in self._oar_maps}
+        self._crop_lo = np.array([sd.offset for sd in self._oar_maps], dtype=float).reshape(-1, 3)
+        self._crop_hi = self._crop_lo + np.array([sd.array.shape for sd in self._oar_maps], dtype=float).reshape(-1, 3)
         self.midline_x = self._midline_x()
         self.is_2d = labels.shape[0] == 1
         self.skin = None if self.preset.in_plane else skin_surface(geometry)
@@ -630,8 +642,22 @@ class PathPlanner:
     # ------------------------------------------------------------------ one path
     def _path_points(self, entry_idx: np.ndarray, target_idx: np.ndarray, length: float) -> np.ndarray:
         n = int(math.ceil(length / self.preset.sample_step_mm)) + 1
-        t = np.linspace(0.0, 1.0, max(n, 2))[:, None]
-        return entry_idx[None, :] + t * (target_idx - entry_idx)[None, :]
+        t = np.linspace(0.0, 1.0, max(n, 2), dtype=np.float32)[:, None]
+        a = entry_idx.astype(np.float32)
+        return a[None, :] + t * (target_idx.astype(np.float32) - a)[None, :]
+
+    def clearances(self, points_zyx: np.ndarray) -> dict[str, float]:
+        """Minimum signed distance (mm) of each organ at risk over continuous-index points;
+        structures whose map crop the points miss entirely report the cap."""
+        lo, hi = points_zyx.min(axis=0), points_zyx.max(axis=0)
+        hit = ((hi[None, :] >= self._crop_lo - 1.0) & (lo[None, :] <= self._crop_hi)).all(axis=1)
+        out: dict[str, float] = {}
+        for name, sd, h in zip(self.oars, self._oar_maps, hit):
+            if h:
+                out[name] = float(sample_trilinear(sd.array, points_zyx - self._offsets[name], outside=sd.cap_mm).min())
+            else:
+                out[name] = sd.cap_mm
+        return out
 
     def evaluate(self, entry_lps: Sequence[float], target_lps: Sequence[float], robustness: bool = True
                  ) -> PathMetrics:
@@ -650,14 +676,9 @@ class PathPlanner:
         length = float(ang["length"])
         e_idx, t_idx = self.to_index(entry), self.to_index(target)
         pts = self._path_points(e_idx, t_idx, length)
-        clearance: dict[str, float] = {}
-        crossed: list[str] = []
-        for name in self.oars:
-            d = self.geometry.distance(name).sample(pts)
-            m = float(d.min())
-            clearance[name] = m
-            if m < 0:
-                crossed.append(name)
+        clearance = self.clearances(pts)
+        crossed = [name for name, c in clearance.items()
+                   if c < (-self.contact_tolerance_mm if structure(name).tissue in _OBSTACLE_TISSUES else 0.0)]
         min_slack = float(sample_trilinear(self.slack, pts).min())
         risk_vals = sample_trilinear(self.risk_slack, pts)
         risk = float(np.clip(1.0 - risk_vals / self._risk_scale, 0, 1).mean())
@@ -685,18 +706,22 @@ class PathPlanner:
             reasons.append(f"entry is {skin_offset:.0f} mm from the skin")
         for name in self.forbidden:
             c, m = clearance[name], self.margins[name]
-            if c < 0:
+            if c >= m:
+                continue
+            if m < 0:
+                reasons.append(f"enters {name} by {-c:.1f} mm (more than touching it)")
+            elif c < 0:
                 reasons.append(f"crosses {name}")
-            elif c < m:
+            else:
                 reasons.append(f"{name} clearance {c:.1f} mm < margin {m:g} mm")
-        if min_slack < 0 and not any(r.startswith(("crosses", "within")) or "clearance" in r for r in reasons):
+        if min_slack < 0 and not any(r.startswith(("crosses", "within", "enters")) or "clearance" in r for r in reasons):
             worst = min(self.forbidden, key=lambda n: clearance[n] - self.margins[n])
             reasons.append(f"within the margin of {worst} between samples (interpolated slack {min_slack:.1f} mm)")
         tip_d = float(self.target_distance.sample(t_idx[None, :])[0])
         tip_in = tip_d <= 0.0
         if not tip_in:
             reasons.append(f"tip is {tip_d:.1f} mm outside the target region {p.target}")
-        bone = any(structure(n).is_bone for n in crossed)
+        bone = any(structure(n).is_bone and clearance[n] < -self.contact_tolerance_mm for n in self.oars)
         nearest = min(self.forbidden, key=lambda n: clearance[n] - self.margins[n]) if self.forbidden else None
         ipa_v = float(ang["in_plane"]) if p.in_plane else None
         metrics = dict(
@@ -718,12 +743,33 @@ class PathPlanner:
         return PathMetrics(**metrics)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ robustness
-    def _perturbed_contact(self, entries: np.ndarray, tips: np.ndarray) -> np.ndarray:
-        """Per perturbed path (LPS rows): True where it touches a forbidden structure."""
-        lengths = np.linalg.norm(tips - entries, axis=1)
-        mins, _ = self._sample_min_mean(self.to_index(entries), self.to_index(tips), lengths,
-                                        self.preset.sample_step_mm, self.contact)
-        return mins < 0
+    def _perturbed_contact(self, entry: np.ndarray, target: np.ndarray, entry_shift: np.ndarray,
+                           tip_shift: np.ndarray) -> np.ndarray:
+        """Per perturbed path ``entry + entry_shift[k] -> target + tip_shift[k]``: True where it
+        touches a forbidden soft-tissue organ.
+
+        Every path is sampled at the same parameters ``t`` (<= ``sample_step_mm`` apart on the
+        longest). Only the ``t`` where the planned path is closer to an organ than the largest
+        possible displacement there (times sqrt(3), the Lipschitz bound of a trilinear
+        interpolant of a distance map) are sampled: elsewhere no perturbed path can touch.
+        """
+        tips = target[None, :] + tip_shift
+        entries = entry[None, :] + entry_shift
+        n = int(math.ceil(float(np.linalg.norm(tips - entries, axis=1).max()) / self.preset.sample_step_mm)) + 1
+        t = np.linspace(0.0, 1.0, max(n, 2))
+        e_idx, t_idx = self.to_index(entry), self.to_index(target)
+        planned = sample_trilinear(self.contact, e_idx[None, :] + t[:, None] * (t_idx - e_idx)[None, :])
+        reach = ((1.0 - t) * float(np.linalg.norm(entry_shift, axis=1).max())
+                 + t * float(np.linalg.norm(tip_shift, axis=1).max()))
+        keep = planned <= math.sqrt(3.0) * reach + 1e-3
+        if not keep.any():
+            return np.zeros(tips.shape[0], dtype=bool)
+        tk = t[keep].astype(np.float32)
+        a = self.to_index(entries).astype(np.float32)
+        b = self.to_index(tips).astype(np.float32)
+        pts = a[:, None, :] + tk[None, :, None] * (b - a)[:, None, :]
+        vals = sample_trilinear(self.contact, pts.reshape(-1, 3)).reshape(pts.shape[:2])
+        return vals.min(axis=1) < 0
 
     def robustness(self, entry_lps: Sequence[float], target_lps: Sequence[float]) -> dict[str, float]:
         """Probability of touching a forbidden organ at risk under :class:`PlacementError`.
@@ -752,9 +798,10 @@ class PathPlanner:
         entry_shift = em.entry_sd_mm * (g[:, [0]] * e1 + g[:, [1]] * e2)
         lateral = em.tip_lateral_sd_mm * (g[:, [2]] * e1 + g[:, [3]] * e2)
         depth = em.tip_depth_sd_mm * g[:, [4]] * u
-        entries = entry[None, :] + entry_shift
-        p_all = float(self._perturbed_contact(entries, target + lateral + depth).mean())
-        p_lat = float(self._perturbed_contact(entries, target + lateral).mean())
+        n = entry_shift.shape[0]
+        touch = self._perturbed_contact(entry, target, np.concatenate([entry_shift, entry_shift]),
+                                        np.concatenate([lateral + depth, lateral]))
+        p_all, p_lat = float(touch[:n].mean()), float(touch[n:].mean())
         # depth alone: distance along the needle from the tip to the first contact ahead
         reach = 4.0 * em.tip_depth_sd_mm
         steps = np.arange(0.0, reach + 1e-9, min(self.preset.sample_step_mm, 0.5))
