@@ -408,12 +408,14 @@ _RULES = {
 }
 
 
-def derive_targets(labels: Volume, which: Iterable[str] | None = None) -> TargetRegions:
+def derive_targets(labels: Volume, which: Iterable[str] | None = None,
+                   strict: bool = False) -> TargetRegions:
     """Apply the target rules (module docstring) to a vocabulary label map.
 
     Args:
         labels: label map on an axis-aligned axial grid (vocabulary labels).
         which: target names to derive (default all of :data:`TARGET_NAMES`).
+        strict: raise as soon as any requested target cannot be derived.
 
     Returns:
         TargetRegions; a target whose inputs are missing, or whose region is empty, is left
@@ -421,7 +423,8 @@ def derive_targets(labels: Volume, which: Iterable[str] | None = None) -> Target
 
     Raises:
         LabelMapError: for a grid or label values the rules cannot use, an unknown target
-            name, or when none of the requested targets can be derived (all reasons listed).
+            name, when none of the requested targets can be derived (all reasons listed),
+            or with ``strict`` when any of them cannot.
     """
     names = tuple(TARGET_NAMES if which is None else which)
     unknown = [n for n in names if n not in _RULES]
@@ -446,6 +449,8 @@ def derive_targets(labels: Volume, which: Iterable[str] | None = None) -> Target
         out.masks[name] = mask
     if not out.masks:
         raise LabelMapError("no target region could be derived: " + "; ".join(out.messages.values()))
+    if strict and out.messages:
+        raise LabelMapError("; ".join(out.messages.values()))
     return out
 
 

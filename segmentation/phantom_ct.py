@@ -610,7 +610,7 @@ def make_ct_phantom(params: PhantomParams | int,
 
     def sma_pt(z):
         """Centre of the descending SMA at z (below its first bend)."""
-        return np.array([x_a(z) - 3.0 - 0.02 * (z_s - z), y_a(z) - r_a(z) - sma_off
+        return np.array([x_a(z) - 1.0 - 0.04 * (z_s - z), y_a(z) - r_a(z) - sma_off
                          - 0.05 * (z_s - z), z])
 
     # kidneys

@@ -189,6 +189,8 @@ def test_missing_inputs_give_reasons_or_raise(cases):
     assert "aorta" in partial.messages["superior_hypogastric_plexus_region"]
     no_pelvis = derive_targets(_edit(ph.labels, (vertebra_name("L5"), "disc_L5_S1", "sacrum")))
     assert "L5" in no_pelvis.messages["superior_hypogastric_plexus_region"]
+    with pytest.raises(LabelMapError, match="superior_hypogastric_plexus_region: no L5"):
+        derive_targets(_edit(ph.labels, (vertebra_name("L5"), "disc_L5_S1", "sacrum")), strict=True)
     with pytest.raises(LabelMapError, match="unknown target"):
         derive_targets(ph.labels, ["celiac_ganglion"])
     with pytest.raises(LabelMapError, match="no target region"):
