@@ -89,10 +89,23 @@ def labels_layer_data(labels: Volume, name: str = "labels") -> LayerData:
         **placement(labels),
         "colormap": colormap,
         "features": features,
-        "opacity": 0.45,
         "metadata": {VOLUME_KEY: grid_of(labels), ROLE_KEY: "labels", "label_names": names},
+        "opacity": 0.35,
     }
     return (array, meta, "labels")
+
+
+def anatomy_3d_colormap(labels: Any) -> dict[int | None, tuple[float, float, float, float]]:
+    """Vocabulary colours with context structures (body, skin, fat, muscle) transparent.
+
+    In 3D the context would hide everything inside it; targets and organs at risk stay.
+    """
+    present = [int(v) for v in np.unique(np.asarray(labels)) if int(v) != anatomy.BACKGROUND]
+    colors = anatomy.color_table(present)
+    for value in present:
+        if anatomy.structure(value).role is anatomy.Role.CONTEXT:
+            colors[value] = (0.0, 0.0, 0.0, 0.0)
+    return {None: (0.0, 0.0, 0.0, 0.0), **colors}
 
 
 def volume_from_layer(data: Any, meta: dict[str, Any]) -> Volume:

@@ -477,7 +477,8 @@ def segment_steps(image: Volume, bundle_path: Path, frames_per_step: int = 8) ->
     for start in range(0, n, frames_per_step):
         stop = min(n, start + frames_per_step)
         chunk = Volume(array=image.array[start:stop], spacing=image.spacing, origin=image.origin,
-                       direction=image.direction, modality=image.modality)
+                       direction=image.direction, modality=image.modality, source=image.source,
+                       warnings=image.warnings)
         parts.append(run_pipeline(bundle, chunk, 1, 16, progress=False).array)
         yield stop / n, f"Segmented frames {stop}/{n} with {bundle.name}"
     return image.with_array(np.concatenate(parts, axis=0))

@@ -30,6 +30,7 @@ from qtpy.QtWidgets import (
     QProgressBar,
     QPushButton,
     QScrollArea,
+    QSizePolicy,
     QSpinBox,
     QTableWidget,
     QTableWidgetItem,
@@ -189,6 +190,7 @@ class PlanningWidget(QWidget):
         self.table.verticalHeader().setVisible(False)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
         self.table.setMinimumHeight(150)
+        self.table.setMaximumHeight(230)
         layout.addWidget(self.table, 2)
         self.metrics_label = QLabel("Plan to see ranked needle paths; drag the entry or target point to adjust.")
         self.metrics_label.setWordWrap(True)
@@ -205,6 +207,8 @@ class PlanningWidget(QWidget):
         layout = QVBoxLayout(tab)
         self.view_figure = Figure(figsize=(4.2, 5.0), facecolor="#262930")
         self.view_canvas = FigureCanvasQTAgg(self.view_figure)
+        self.view_canvas.setMinimumSize(240, 420)
+        self.view_canvas.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
         layout.addWidget(self.view_canvas)
         self.tabs.addTab(tab, "Needle view")
 
@@ -217,6 +221,7 @@ class PlanningWidget(QWidget):
         tab = QWidget()
         layout = QVBoxLayout(tab)
         form = QFormLayout()
+        form.setRowWrapPolicy(QFormLayout.WrapLongRows)
         self.clinical_editors: dict[str, QWidget] = {}
         for spec in clinical_fields():
             editor = _editor_for(spec)
@@ -233,7 +238,8 @@ class PlanningWidget(QWidget):
         layout.addWidget(self.outcome_label)
         self.outcome_figure = Figure(figsize=(4.0, 2.2), facecolor="#262930")
         self.outcome_canvas = FigureCanvasQTAgg(self.outcome_figure)
-        self.outcome_canvas.setMinimumHeight(170)
+        self.outcome_canvas.setMinimumSize(240, 170)
+        self.outcome_canvas.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Fixed)
         layout.addWidget(self.outcome_canvas)
         layout.addStretch(1)
         self.tabs.addTab(tab, "Outcome")
@@ -563,7 +569,7 @@ class PlanningWidget(QWidget):
     def _ensure_needle_layers(self, path_world: np.ndarray) -> None:
         vectors = _needle.as_vectors(path_world)
         if NEEDLE_LAYER not in self.viewer.layers:
-            self.viewer.add_vectors(vectors, edge_width=1.5, edge_color=_needle.hex_color(True), vector_style="line",
+            self.viewer.add_vectors(vectors, edge_width=2.5, edge_color=_needle.hex_color(True), vector_style="line",
                                     blending="translucent_no_depth", name=NEEDLE_LAYER,
                                     metadata={ROLE_KEY: "needle"})
         if PROJECTION_LAYER not in self.viewer.layers:
@@ -647,6 +653,7 @@ class PlanningWidget(QWidget):
         if NEEDLE_LAYER not in self.viewer.layers:
             return
         three_d = self.viewer.dims.ndisplay == 3
+        self._labels_for_display(three_d)
         if self.viewer.layers[NEEDLE_LAYER].visible != three_d:
             self.viewer.layers[NEEDLE_LAYER].visible = three_d
         for name in (PROJECTION_LAYER, CROSSING_LAYER):
@@ -657,6 +664,21 @@ class PlanningWidget(QWidget):
             self._draw_needle(self._path, bool(self._feasible))
             if not three_d:
                 self._update_slice_overlay(recolour=True)
+
+    def _labels_for_display(self, three_d: bool) -> None:
+        """In 3D hide the context structures of the planning labels (they would wrap everything)."""
+        from napari_plugin._layers import anatomy_3d_colormap
+
+        layer = self._layer(self.labels_combo.currentText())
+        if layer is None:
+            return
+        if three_d:
+            layer.colormap = anatomy_3d_colormap(layer.data)
+        else:
+            from planner import anatomy
+
+            present = [int(v) for v in np.unique(layer.data) if int(v) != anatomy.BACKGROUND]
+            layer.colormap = {None: (0.0, 0.0, 0.0, 0.0), **anatomy.color_table(present)}
 
     def _update_slice_overlay(self, *_: Any, recolour: bool = False) -> None:
         """The crossing marker and the projection of the needle on the current 2D slice."""
@@ -787,6 +809,8 @@ def _editor_for(spec: dict[str, Any]) -> QWidget:
         editor.setChecked(bool(default))
     elif kind == "choice":
         editor = QComboBox()
+        editor.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        editor.setMinimumContentsLength(10)
         for choice in spec["choices"]:
             editor.addItem(str(choice).replace("_", " "), choice)
         editor.setCurrentIndex(max(0, list(spec["choices"]).index(default)) if default in spec["choices"] else 0)
