@@ -943,7 +943,7 @@ def _paint_liver(g: _Grid, rng, spine: _Spine, abdomen, cav_below, z_top) -> Non
     """Right lobe (down to L2-L3 laterally) and left lobe across the midline anteriorly."""
     c1 = np.array([-62 + rng.uniform(-6, 6), -5 + rng.uniform(-6, 6), z_top - rng.uniform(10, 25)])
     ax1 = np.array([rng.uniform(95, 110), rng.uniform(92, 105), rng.uniform(105, 125)])
-    box, m1 = g.ellipsoid(c1, ax1, _rot("y", rng.uniform(-10, 0)))
+    box, m1 = g.ellipsoid(c1, ax1, _rot("y", rng.uniform(-28, -18)))  # inferior border rises medially
     g.paint("liver", m1 & abdomen[box], box, only_on=("body", "bowel"))
     c2 = np.array([15 + rng.uniform(-10, 10), -55, z_top - rng.uniform(5, 15)])
     box, m2 = g.ellipsoid(c2, np.array([rng.uniform(65, 85), 38, rng.uniform(40, 55)]),
@@ -1032,10 +1032,15 @@ def _paint_back_muscles(g: _Grid, rng, spine: _Spine, torso: _Torso, cav, z_bot)
                 only_on=("body", "muscle", "lungs", "bowel", "liver", "spleen", "kidney_left",
                          "kidney_right"))
         # quadratus lumborum (other muscle) lateral to the transverse processes, L1-L4
-        box, m = g.slice_ellipses(spine.mid("L5"), spine.sup["L1"],
+        z_lo, z_hi = spine.mid("L5"), spine.sup["L1"]
+
+        def taper(z, z_lo=z_lo, z_hi=z_hi):  # thin at the 12th rib and the iliac crest
+            return 0.35 + 0.65 * np.sin(np.pi * np.clip((z - z_lo) / (z_hi - z_lo), 0, 1)) ** 0.5
+
+        box, m = g.slice_ellipses(z_lo, z_hi,
                                   lambda z: spine.xc(z) + sgn * (spine.w(z) / 2 + 38),
                                   lambda z: spine.yc(z) + 22,
-                                  lambda z: 14 + 0 * z, lambda z: 10 + 0 * z)
+                                  lambda z: 14 * taper(z), lambda z: 10 * taper(z))
         g.paint("muscle", m, box, only_on=("body", "bowel"))
 
 
