@@ -386,8 +386,8 @@ class PlanningWidget(QWidget):
             return
         worker = create_worker(segment_steps, self.session.image, Path(bundle),
                                _progress={"desc": "Segmenting"})
-        worker.yielded.connect(self._on_progress)
-        worker.returned.connect(self._segment_done)
+        worker.yielded.connect(lambda step, w=worker: self._on_progress(step, w))
+        worker.returned.connect(lambda labels, w=worker: self._segment_done(labels) if w is self._worker else None)
         self._start(worker, "Segmenting…")
 
     def _segment_done(self, labels: Any) -> None:
@@ -401,7 +401,7 @@ class PlanningWidget(QWidget):
     # ================================================================ workers
     def _start(self, worker: Any, text: str) -> None:
         self._worker = worker
-        worker.errored.connect(self._worker_failed)
+        worker.errored.connect(lambda exc, w=worker: self._worker_failed(exc) if w is self._worker else None)
         self.progress.setValue(0)
         self.cancel_button.setEnabled(True)
         self.plan_button.setEnabled(False)
@@ -409,7 +409,9 @@ class PlanningWidget(QWidget):
         self._say(text)
         worker.start()
 
-    def _on_progress(self, step: Any) -> None:
+    def _on_progress(self, step: Any, worker: Any = None) -> None:
+        if worker is not None and worker is not self._worker:
+            return  # a cancelled worker still finishing its current step
         fraction, text = step
         self.progress.setValue(int(round(100 * float(fraction))))
         self.status.setText(text)
@@ -447,8 +449,8 @@ class PlanningWidget(QWidget):
         self.session.set_preset(self.preset_combo.currentData())
         self._labels_changed()  # the labels may have been edited since they were loaded
         worker = create_worker(plan_steps, self.session, _progress={"desc": "Planning"})
-        worker.yielded.connect(self._on_progress)
-        worker.returned.connect(self._plan_done)
+        worker.yielded.connect(lambda step, w=worker: self._on_progress(step, w))
+        worker.returned.connect(lambda plan, w=worker: self._plan_done(plan) if w is self._worker else None)
         self._start(worker, "Planning…")
 
     def _plan_done(self, plan: Any) -> None:
