@@ -229,9 +229,9 @@ def _anterior_fat_mm(ph: CTPhantom) -> float:
 
 
 def test_bmi_increases_subcutaneous_fat():
-    for seed in (0, 1, 2):
-        thin = make_ct_phantom(PhantomParams(seed=seed, bmi=19.0), spacing_mm=(6, 3, 3))
-        heavy = make_ct_phantom(PhantomParams(seed=seed, bmi=36.0), spacing_mm=(6, 3, 3))
+    for seed in (0, 1):
+        thin = make_ct_phantom(PhantomParams(seed=seed, bmi=19.0), spacing_mm=(8, 3, 3))
+        heavy = make_ct_phantom(PhantomParams(seed=seed, bmi=36.0), spacing_mm=(8, 3, 3))
         assert _anterior_fat_mm(heavy) >= _anterior_fat_mm(thin) + 20.0
         fat = label_of("subcutaneous_fat")
         assert (heavy.labels.array == fat).sum() > 2 * (thin.labels.array == fat).sum()
@@ -254,15 +254,16 @@ def _tumour_contact(ph: CTPhantom) -> float:
 
 @pytest.mark.slow
 def test_encasement_increases_tumour_contact():
-    for seed in (0, 4):
+    for seed in (0, 2, 4):
         contact = []
         for frac in (0.0, 0.3, 0.9):
-            ph = make_ct_phantom(PhantomParams(seed=seed, tumour_encasement=frac), spacing_mm=(3, 3, 3))
+            ph = make_ct_phantom(PhantomParams(seed=seed, tumour_encasement=frac), spacing_mm=(4, 4, 4))
             has_tumour = (ph.labels.array == label_of("tumour")).any()
             assert has_tumour == (frac > 0)
             contact.append(_tumour_contact(ph))
         assert contact[0] == 0.0
-        assert contact[1] > 0.05 and contact[2] > contact[1] + 0.15, (seed, contact)
+        # the trunk's ends (at the aorta and the branching) cannot be encased: contact < 1
+        assert 0.15 < contact[1] < 0.6 and contact[2] > contact[1] + 0.15, (seed, contact)
 
 
 def test_params_are_validated():
