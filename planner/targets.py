@@ -5,8 +5,9 @@ style maps mapped with :func:`planner.anatomy.external_label_mapping`), so they 
 structures such maps contain: the aorta, and the celiac trunk / SMA or the vertebrae.
 
 "Free soft tissue" is a voxel labelled ``body`` or unlabelled (0): real segmentations
-leave fat, nerves and small vessels unlabelled. Every rule keeps only free voxels, so a
-target never overlaps a vessel, organ, bone, muscle or tumour.
+leave fat, nerves and small vessels unlabelled. Voxels already painted with a target label
+count as free too, so deriving again on a painted map gives the same regions. Every rule
+keeps only free voxels, so a target never overlaps a vessel, organ, bone, muscle or tumour.
 
 Rules (distances in mm, levels are patient z, LPS: y grows posteriorly):
 
@@ -89,6 +90,12 @@ class TargetRegions:
         return tuple(self.masks)
 
 
+def _free_labels() -> list[int]:
+    """Labels a target may occupy: unlabelled, ``body``, and already painted targets (so
+    deriving again on a painted map gives the same regions)."""
+    return [0, label_of("body")] + [label_of(n) for n in TARGET_NAMES]
+
+
 # ============================================================================ geometry
 class _Axial:
     """Per-axis patient coordinates of an axis-aligned axial label grid."""
@@ -126,7 +133,7 @@ class _Axial:
         return self.arr == label_of(name)
 
     def free(self) -> np.ndarray:
-        return (self.arr == 0) | (self.arr == label_of("body"))
+        return np.isin(self.arr, _free_labels())
 
     def lps(self, idx: np.ndarray) -> np.ndarray:
         """(N, 3) integer [z, y, x] indices -> (N, 3) LPS mm."""
@@ -458,12 +465,12 @@ def add_targets(labels: Volume, which: Iterable[str] | None = None,
                 regions: TargetRegions | None = None) -> Volume:
     """A copy of ``labels`` with the derived target regions painted in.
 
-    Only free soft tissue (``body`` or 0) is ever overwritten. ``regions`` reuses a
-    :func:`derive_targets` result; otherwise the rules are run here.
+    Only free soft tissue (``body``, 0 or a target label) is ever overwritten. ``regions``
+    reuses a :func:`derive_targets` result; otherwise the rules are run here.
     """
     regions = derive_targets(labels, which) if regions is None else regions
     arr = np.array(labels.array, copy=True)
-    free = (arr == 0) | (arr == label_of("body"))
+    free = np.isin(arr, _free_labels())
     for name, mask in regions.masks.items():
         arr[mask & free] = label_of(name)
     return labels.with_array(arr)

@@ -148,6 +148,8 @@ def test_add_targets_paints_only_free_tissue(cases):
     assert changed.sum() == sum(int(m.sum()) for m in tr.masks.values())
     again = add_targets(ph.labels)  # derives by itself, same result
     assert np.array_equal(again.array, after)
+    twice = add_targets(painted)  # idempotent: painted targets count as free tissue
+    assert np.array_equal(twice.array, after)
 
 
 def test_celiac_fallbacks_without_sma_or_celiac(cases):
