@@ -57,13 +57,19 @@ def main() -> int:
     folds = sorted({int(r["fold"]) for r in rows})
     print(f"cross-validation ({len(folds)} folds, {len(rows)} held-out frames, from {source})")
     for name in ("nerve", "vessel"):
-        values = [float(r[f"dice_{name}"]) for r in rows]
-        mean, lo, hi = bootstrap_ci(values, seed=args.seed)
-        n = int(np.isfinite(values).sum())
-        print(f"  {name:<7} Dice {mean:.3f}  95% CI {lo:.3f}-{hi:.3f}  (n={n} frames)")
+        for suffix, what in (("", "shipped post-processing"), ("_raw", "plain argmax")):
+            if f"dice_{name}{suffix}" not in rows[0]:
+                continue
+            values = [float(r[f"dice_{name}{suffix}"]) for r in rows]
+            mean, lo, hi = bootstrap_ci(values, seed=args.seed)
+            n = int(np.isfinite(values).sum())
+            print(f"  {name:<7} Dice {mean:.3f}  95% CI {lo:.3f}-{hi:.3f}  (n={n} frames, {what})")
 
     # ---- speed
-    segmenter = UltrasoundSegmenter(bundle.load_network(), image_size=bundle.image_size, batch_size=16)
+    post = bundle.ours.get("postprocessing", {})
+    segmenter = UltrasoundSegmenter(bundle.load_network(), image_size=bundle.image_size, batch_size=16,
+                                    background_scale=float(post.get("background_scale", 1.0)),
+                                    flip_tta=bool(post.get("flip_tta", False)))
     rng = np.random.default_rng(args.seed)
     frames = rng.integers(0, 256, size=(args.frames, 256, 256), dtype=np.uint8)
     segmenter.predict(frames[:16])  # warm-up
@@ -71,7 +77,8 @@ def main() -> int:
     segmenter.predict(frames)
     elapsed = time.perf_counter() - t0
     print(f"inference 256x256: {args.frames / elapsed:.1f} frames/s on {args.threads} CPU threads "
-          f"(batch 16, {args.frames} frames in {elapsed:.2f} s; target >= 20)")
+          f"(batch 16, flip averaging {'on' if segmenter.flip_tta else 'off'}, "
+          f"{args.frames} frames in {elapsed:.2f} s; target >= 20)")
     return 0
 
 

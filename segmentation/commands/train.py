@@ -19,6 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-final", action="store_true", help="skip training the final all-data model")
     parser.add_argument("--bundle", default=None,
                         help="write a MONAI bundle of the final model into this folder")
+    parser.add_argument("--calibrate-only", action="store_true",
+                        help="skip training: choose the post-processing from an existing --out run's fold models")
     parser.add_argument("--weights", default="final",
                         help="weights to bundle: 'final' (all frames) or 'fold<k>' (with --bundle)")
 
@@ -49,6 +51,10 @@ def run(args: argparse.Namespace) -> int:
 
     raw = read_config(args.config)
     task = raw["task"]
+    if task == "ct_phantom":  # CT: segmentation/ct.py (compare networks, train, optional bundle)
+        from segmentation.ct import run_training_command
+
+        return run_training_command(args, raw)
     if task != "us_nerve":
         raise ModelError(f"{args.config}: unknown task {task!r}; this version trains 'us_nerve'")
     from segmentation import ultrasound
@@ -63,13 +69,21 @@ def run(args: argparse.Namespace) -> int:
         cfg.final_model = False
     if not Path(cfg.data_dir).is_dir():
         raise ModelError(f"{cfg.data_dir}: training data folder not found (set PLANNER_SHARED_DATA)")
-    summary = ultrasound.run_training(cfg, args.out, max_steps=args.max_steps)
+    if not args.calibrate_only:
+        summary = ultrasound.run_training(cfg, args.out, max_steps=args.max_steps)
+        print(f"trained in {summary['total_seconds']:.0f} s")
+    if not (Path(args.out) / "cv_metrics.json").exists():
+        raise ModelError(f"{args.out}: no cv_metrics.json; run the training first")
+    summary = ultrasound.calibrate(cfg, args.out)
+    post = summary["postprocessing"]
+    print(f"post-processing chosen by nested cross-validation: background scale {post['background_scale']}, "
+          f"left-right flip averaging {'on' if post['flip_tta'] else 'off'}")
     for name in ("nerve", "vessel"):
         if f"dice_{name}" in summary:
             m = summary[f"dice_{name}"]
             print(f"cross-validated {name} Dice {m['mean']:.3f} (95% CI {m['ci95'][0]:.3f}-{m['ci95'][1]:.3f}, "
                   f"n={m['n']})")
-    print(f"wrote {args.out} in {summary['total_seconds']:.0f} s")
+    print(f"wrote {args.out}")
     if args.bundle:
         from segmentation.ultrasound import write_us_bundle
 
