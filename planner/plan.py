@@ -156,6 +156,7 @@ class Plan:
     error_model: Mapping[str, Any] = field(default_factory=dict)
     grid: Mapping[str, Any] = field(default_factory=dict)
     search: Mapping[str, Any] = field(default_factory=dict)
+    anatomy: Mapping[str, Any] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
     created_utc: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     version: int = PLAN_VERSION
@@ -167,7 +168,9 @@ class Plan:
 
     @property
     def feasible(self) -> bool:
-        return bool(self.primary) and all(t.feasible for t in self.primary)
+        """True when the plan is complete: every primary path feasible, two for bilateral."""
+        primary = self.primary
+        return (len(primary) == (2 if self.bilateral else 1)) and all(t.feasible for t in primary)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -176,7 +179,7 @@ class Plan:
             "spread": dict(self.spread), "trajectories": [t.to_dict() for t in self.trajectories],
             "software": dict(self.software), "models": dict(self.models), "preset": dict(self.preset),
             "error_model": dict(self.error_model), "grid": dict(self.grid), "search": dict(self.search),
-            "warnings": list(self.warnings), "created_utc": self.created_utc, "disclaimer": self.disclaimer,
+            "anatomy": dict(self.anatomy), "warnings": list(self.warnings), "created_utc": self.created_utc, "disclaimer": self.disclaimer,
         }
 
     def to_json(self) -> str:
@@ -215,7 +218,7 @@ class Plan:
         for key in ("case", "procedure", "approach", "disclaimer"):
             if not isinstance(d[key], str):
                 raise PlanError(f"{source}: {key} must be a string")
-        for key in ("software", "models", "preset", "error_model", "grid", "search"):
+        for key in ("software", "models", "preset", "error_model", "grid", "search", "anatomy"):
             if key in d and not isinstance(d[key], Mapping):
                 raise PlanError(f"{source}: {key} must be an object")
         return cls(case=d["case"], procedure=d["procedure"], approach=d["approach"], bilateral=d["bilateral"],
@@ -223,7 +226,7 @@ class Plan:
                    software=dict(d["software"]), models=dict(d.get("models", {})), disclaimer=d["disclaimer"],
                    target=str(d.get("target", "")), preset=dict(d.get("preset", {})),
                    error_model=dict(d.get("error_model", {})), grid=dict(d.get("grid", {})),
-                   search=dict(d.get("search", {})), warnings=tuple(str(w) for w in d.get("warnings", [])),
+                   search=dict(d.get("search", {})), anatomy=dict(d.get("anatomy", {})), warnings=tuple(str(w) for w in d.get("warnings", [])),
                    created_utc=str(d.get("created_utc", "")), version=PLAN_VERSION)
 
     @classmethod
@@ -297,7 +300,8 @@ def build_plan(image: Volume, labels: Volume, procedure: str, case: str = "case"
 
     from planner.distance import CaseGeometry, check_same_grid
     from planner.presets import get_preset
-    from planner.spread import celiac_axis_encased, celiac_contact_fraction, estimate_spread
+    from planner.spread import (ENCASED_CONTACT_FRACTION, celiac_axis_encased, celiac_contact_fraction,
+                                celiac_origin_lps, estimate_spread)
     from planner.trajectory import PathPlanner, PlacementError, sides_for
 
     preset = get_preset(procedure)
@@ -353,14 +357,20 @@ def build_plan(image: Volume, labels: Volume, procedure: str, case: str = "case"
     spread = estimate_spread(geometry, tips, target=preset.target) if preset.modality == "CT" else None
     spread_dict = spread.to_dict() if spread else {"quadrants": 0, "rule": "not applicable to this procedure"}
     fraction = celiac_contact_fraction(geometry)
+    origin = celiac_origin_lps(geometry)
+    anatomy = {"midline_x_mm": round(planner.midline_x, 2),
+               "celiac_origin_lps_mm": None if origin is None else [round(float(v), 2) for v in origin],
+               "celiac_tumour_contact_fraction": None if fraction is None else round(fraction, 3),
+               "celiac_tumour_contact_deg": None if fraction is None else round(360.0 * fraction, 1),
+               "celiac_axis_encased_rule": f"tumour contact >= {ENCASED_CONTACT_FRACTION:g} of the celiac trunk "
+                                           "circumference (stricter radiological encasement: > 0.5)"}
     stats["seconds_total"] = round(time.perf_counter() - t0, 3)
-    stats["midline_x_mm"] = round(planner.midline_x, 2)
     return Plan(
         case=case, procedure=preset.name, approach=preset.approach, bilateral=preset.bilateral,
         celiac_axis_encased=celiac_axis_encased(geometry), spread=spread_dict,
         trajectories=tuple(trajectories), models=dict(models or {}),
         target=preset.target, preset=preset.to_dict(), error_model=planner.error_model.to_dict(),
-        grid=grid_of(image), search={**stats, "celiac_tumour_contact_fraction": fraction},
+        grid=grid_of(image), search=stats, anatomy=anatomy,
         warnings=tuple(warnings),
     )
 

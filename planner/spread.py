@@ -19,8 +19,9 @@ The rule (an explicit, documented assumption, the same for every approach):
 * ``p_four_quadrants`` is 0.58 when some periaortic tip lies above the celiac origin,
   else 0.14 (the published figures, applied to all approaches).
 
-Celiac-axis encasement by tumour is reported separately (:func:`celiac_axis_encased`) and
-is *not* folded into the spread, so the analgesia model does not count it twice.
+Celiac-axis encasement by tumour is reported separately (:func:`celiac_axis_encased`, from
+the tumour's contact around the trunk, :func:`celiac_contact_fraction`) and is *not* folded
+into the spread, so the analgesia model does not count it twice.
 Without a celiac trunk label the reference level is the cranial end of the target region.
 """
 
@@ -37,7 +38,9 @@ from planner.distance import CaseGeometry
 PERIAORTIC_MM = 15.0
 PREAORTIC_MM = 10.0
 P4_ABOVE, P4_BELOW = 0.58, 0.14
-ENCASED_CONTACT_FRACTION = 0.4
+ENCASED_CONTACT_FRACTION = 0.125
+#: the celiac trunk proper: this far from its aortic origin (the label also holds its branches)
+TRUNK_LENGTH_MM = 20.0
 RULE = ("quadrants = periaortic compartments (left/right of the aorta x cranial/caudal of the celiac "
         f"origin); a tip within {PERIAORTIC_MM:g} mm of the aortic wall covers its side (both sides if "
         f"pre-aortic within {PREAORTIC_MM:g} mm of the aortic centre line), cranial+caudal if at or above the "
@@ -119,18 +122,62 @@ def estimate_spread(geometry: CaseGeometry, tips_lps: Sequence[Sequence[float]],
 
 
 def celiac_contact_fraction(geometry: CaseGeometry) -> float | None:
-    """Fraction of the celiac trunk's surface voxels touching tumour; ``None`` without both labels."""
+    """Fraction of the celiac trunk's circumference in contact with tumour (0..1).
+
+    The trunk's axis is the principal direction of its voxels. In each voxel-thick section
+    along it, the tumour voxels within ``trunk radius + 2 voxels`` of the axis cover the
+    circle except for the largest angular gap between them; the fraction is the median
+    over the sections of the trunk (robust to the main mass touching one side only).
+    ``None`` without both a tumour and a celiac trunk label.
+    """
     if not (geometry.has("tumour") and geometry.has("celiac_trunk")):
         return None
-    trunk = geometry.mask("celiac_trunk")
-    surface = trunk & ~ndi.binary_erosion(trunk, structure=ndi.generate_binary_structure(3, 1))
-    near_tumour = ndi.binary_dilation(geometry.mask("tumour"), structure=np.ones((3, 3, 3), bool))
-    return float((surface & near_tumour).sum() / max(int(surface.sum()), 1))
+    labels = geometry.labels
+    trunk = labels.index_to_lps(np.argwhere(geometry.mask("celiac_trunk")).astype(float))
+    origin = celiac_origin_lps(geometry)
+    if origin is not None:  # the trunk proper: the first TRUNK_LENGTH_MM from the aorta, not its branches
+        trunk = trunk[np.linalg.norm(trunk - origin, axis=1) <= TRUNK_LENGTH_MM] if (
+            np.linalg.norm(trunk - origin, axis=1) <= TRUNK_LENGTH_MM).any() else trunk
+    centre = trunk.mean(axis=0)
+    if origin is not None and np.linalg.norm(centre - origin) > 1e-6:
+        axis = (centre - origin) / np.linalg.norm(centre - origin)
+    elif trunk.shape[0] >= 2:
+        axis = np.linalg.svd(trunk - centre, full_matrices=False)[2][0]
+    else:
+        axis = np.array([0.0, -1.0, 0.0])
+    t_trunk = (trunk - centre) @ axis
+    perp = (trunk - centre) - np.outer(t_trunk, axis)
+    voxel = max(labels.spacing)
+    radius = float(np.median(np.linalg.norm(perp, axis=1))) + 0.5 * voxel
+    tumour = labels.index_to_lps(np.argwhere(geometry.mask("tumour")).astype(float))
+    rel = tumour - centre
+    t = rel @ axis
+    u = rel - np.outer(t, axis)
+    near = ((t >= t_trunk.min() - 0.5 * voxel) & (t <= t_trunk.max() + 0.5 * voxel)
+            & (np.linalg.norm(u, axis=1) <= radius + 2.0 * voxel))
+    if not near.any():
+        return 0.0
+    e1 = np.cross(axis, [0.0, 0.0, 1.0] if abs(axis[2]) < 0.9 else [1.0, 0.0, 0.0])
+    e1 /= np.linalg.norm(e1)
+    e2 = np.cross(axis, e1)
+    phi = np.arctan2(u[near] @ e2, u[near] @ e1)
+    section = np.floor((t[near] - t_trunk.min()) / voxel + 0.5).astype(int)
+    n_sections = int(np.floor((t_trunk.max() - t_trunk.min()) / voxel + 0.5)) + 1
+    cover = np.zeros(max(n_sections, 1))
+    for k in range(cover.size):
+        angles = np.sort(phi[section == k])
+        if angles.size < 2:
+            continue
+        gaps = np.diff(np.r_[angles, angles[0] + 2 * np.pi])
+        cover[k] = 1.0 - float(gaps.max()) / (2 * np.pi)
+    return float(np.median(cover))
 
 
 def celiac_axis_encased(geometry: CaseGeometry) -> bool | None:
-    """Tumour encases the celiac axis: it touches at least ``ENCASED_CONTACT_FRACTION`` of the
-    trunk's surface (a voxel stand-in for > 180 degrees of circumferential contact).
+    """Tumour involves the celiac axis: it is in contact with at least
+    ``ENCASED_CONTACT_FRACTION`` (45 degrees) of the trunk's circumference, so that a single
+    touching voxel does not count. The measured fraction is stored in plans as well, for a
+    stricter reading (the radiological "encasement" is > 180 degrees, i.e. > 0.5).
 
     ``None`` when the label map has no tumour (or no celiac trunk): not assessable.
     """
