@@ -149,6 +149,31 @@ def test_aortic_bifurcation_near_l4(phantoms):
         assert abs(lowest - zb) <= ph.labels.spacing[0] + 1e-6
 
 
+def test_organs_in_their_usual_places(phantoms):
+    for seed, ph in phantoms.items():
+        lab = ph.labels.array
+
+        def centre(name: str) -> np.ndarray:
+            return _coords(ph, lab == label_of(name)).mean(axis=0)
+
+        spine_x, aorta = ph.landmarks["L1"][0], centre("aorta")
+        assert centre("liver")[0] < spine_x - 20 and centre("spleen")[0] > spine_x + 50
+        assert centre("spleen")[1] > aorta[1]  # spleen posterolateral
+        assert centre("stomach")[0] > spine_x and centre("stomach")[1] < aorta[1]
+        ivc = centre("inferior_vena_cava")
+        assert ivc[0] < aorta[0] - 15  # IVC right of the aorta
+        # pancreas in front of the aorta; its head right of the SMV/portal confluence
+        pan = _coords(ph, lab == label_of("pancreas"))
+        assert pan[:, 1].mean() < aorta[1]
+        assert pan[:, 0].min() < ph.landmarks["sma_origin"][0] - 20 < pan[:, 0].max() - 40
+        # adrenals above the kidneys' centres, medial to them
+        adr = _coords(ph, lab == label_of("adrenal_glands"))
+        for side, sgn in (("left", 1), ("right", -1)):
+            k = centre(f"kidney_{side}")
+            a = adr[np.sign(adr[:, 0] - spine_x) == sgn]
+            assert len(a) and a[:, 2].mean() > k[2] and abs(a[:, 0].mean() - spine_x) < abs(k[0] - spine_x), (seed, side)
+
+
 def test_landmarks_lie_in_their_structures(phantoms):
     for ph in phantoms.values():
         zs = [ph.landmarks[v][2] for v in VERTEBRAL_LEVELS]
