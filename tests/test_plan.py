@@ -179,3 +179,71 @@ def test_cli_plan_errors_are_clear(torso_case, tmp_path, capsys):
     assert main(["plan", str(img), "--procedure", "nope", "--out", str(tmp_path / "o"), "--labels", str(img)]) == 2
     assert "unknown procedure preset 'nope'" in capsys.readouterr().err
     assert not (tmp_path / "o" / "plan.json").exists()
+
+
+def test_partial_sleeve_contact_fraction():
+    """A tumour sleeve over half the trunk's circumference measures about 0.5."""
+    from planner.spread import celiac_contact_fraction
+
+    spacing = (1.0, 1.0, 1.0)
+    shape = (61, 81, 81)
+    origin = (-40.0, -40.0, -30.0)
+    x, y, z = grid(shape, spacing, origin)
+    lab = np.full(shape, label_of("body"), dtype=np.int16)
+    lab[np.hypot(x, y) <= 10.0] = label_of("aorta")
+    lab[(np.hypot(x, z) <= 3.0) & (y < -9.0) & (y > -30.0)] = label_of("celiac_trunk")
+    r = np.hypot(x, z)
+    lab[(r > 3.0) & (r <= 8.0) & (y < -12.0) & (y > -28.0) & (x > 0)] = label_of("tumour")
+    _, labels = volumes(lab, spacing, origin)
+    assert celiac_contact_fraction(CaseGeometry(labels=labels)) == pytest.approx(0.5, abs=0.1)
+
+
+# ----------------------------------------------------------------------------- CT phantoms
+def _phantom_plan(tmp_path, name: str, procedure: str = "celiac_posterior_retrocrural") -> dict:
+    """Plan a bundled sample case's phantom and return plan.json as written to disk."""
+    from segmentation.make_samples import CT_PARAMS, CT_SPACING_MM
+    from segmentation.phantom_ct import PhantomParams, make_ct_phantom
+
+    phantom = make_ct_phantom(PhantomParams(**CT_PARAMS[name]), spacing_mm=CT_SPACING_MM)
+    plan = build_plan(phantom.image, phantom.labels, procedure, case=name)  # targets derived on the way
+    path = plan.save(tmp_path / name / "plan.json")
+    return json.loads(path.read_text())
+
+
+def _check_safe(t: dict) -> None:
+    assert t["feasible"], t["reasons"]
+    clear = t["min_clearance_mm"]
+    for name in ("aorta", "kidney_left", "kidney_right", "inferior_vena_cava", "spinal_canal", "lungs"):
+        if name in clear:
+            assert clear[name] >= 5.0, (name, clear[name])
+
+
+@pytest.mark.slow
+def test_standard_phantom_bilateral_celiac_plan_as_published(tmp_path):
+    data = _phantom_plan(tmp_path, "celiac_standard")
+    primary = [t for t in data["trajectories"] if t["role"] == "primary"]
+    assert sorted(t["side"] for t in primary) == ["left", "right"]
+    midline = data["anatomy"]["midline_x_mm"]
+    for t in primary:
+        _check_safe(t)
+        assert 50.0 <= abs(t["entry_lps_mm"][0] - midline) <= 80.0  # 5-8 cm from the midline
+        assert 80.0 <= t["length_mm"] <= 150.0  # 8-15 cm
+        assert t["entry_lps_mm"][1] > t["target_lps_mm"][1]  # prone: from the back (+y is posterior)
+    assert data["celiac_axis_encased"] is None  # no tumour in the standard case
+    assert data["spread"]["quadrants"] >= 1
+
+
+@pytest.mark.slow
+def test_tumour_high_bmi_phantom_plan(tmp_path):
+    """The harder case: the tumour involves the celiac axis; a safe posterior path exists.
+
+    (Only one side is feasible with 5 mm kidney margins on this phantom, see the report.)
+    """
+    data = _phantom_plan(tmp_path, "celiac_tumour_high_bmi")
+    assert data["celiac_axis_encased"] is True
+    assert data["anatomy"]["celiac_tumour_contact_fraction"] >= 0.4
+    primary = [t for t in data["trajectories"] if t["role"] == "primary"]
+    assert primary
+    for t in primary:
+        _check_safe(t)
+        assert 80.0 <= t["length_mm"] <= 150.0
