@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from planner.analgesia import ClinicalInputs
-from planner.analgesia.cohort import PARAMETERS_FILE, TrueModel, generate, load_parameters, parameter_leaves
+from planner.analgesia.cohort import (
+    PARAMETERS_FILE, TrueModel, generate, load_parameters, parameter_leaves, sample_covariates,
+)
 from planner.analgesia.features import FEATURE_NAMES, encode, encode_columns
 from planner.errors import OutcomeModelError
 
@@ -52,7 +54,8 @@ def test_reference_medians_and_response_cap_match_the_parameter_file():
         marginal = (1 + theta * math.exp(log_scale) * median ** shape) ** (-1 / theta)
         assert marginal == pytest.approx(0.5)
     x = np.zeros((2, len(FEATURE_NAMES)))
-    assert truth.response_probability(x)[0] == pytest.approx(0.70)
+    # the reference patient is the most favourable profile: above the cohort-wide target rate
+    assert truth.response_probability(x)[0] > params["response"]["target_overall_rate"]["value"]
     x[:, FEATURE_NAMES.index("spread_le2")] = 1
     x[1, FEATURE_NAMES.index("procedure_superior_hypogastric")] = 1  # raises the odds; the cap still holds
     assert np.all(truth.response_probability(x) <= 0.10 + 1e-12)
@@ -93,3 +96,45 @@ def test_vectorised_encoding_matches_per_patient_encoding():
 def test_generate_rejects_empty_cohort():
     with pytest.raises(OutcomeModelError, match="at least 1"):
         generate(0, 1)
+
+
+def test_cohort_reproduces_the_published_response_rates():
+    """Overall rate about 0.70 (McGreevy 2013 67%, Eisenberg 1995 89%), repeats clearly lower
+    (McGreevy 2013: 67% -> 29%), superior hypogastric 72% (Plancarte 1997), poor spread capped."""
+    col = generate(20000, 2026).columns
+    r = col["initial_response"] == 1
+    assert 0.62 <= r.mean() <= 0.78
+    repeat = col["repeat_procedure"] == 1
+    assert r[~repeat].mean() - r[repeat].mean() > 0.12
+    assert r[repeat].mean() < 0.8 * r[~repeat].mean()
+    shp = col["procedure"] == "superior_hypogastric_neurolysis"
+    assert r[shp].mean() == pytest.approx(0.72, abs=0.04)
+    celiac = col["procedure"] == "celiac_neurolysis"
+    assert r[celiac & (col["spread_quadrants"] <= 2)].mean() < 0.12
+    assert r[celiac & (col["spread_quadrants"] == 4)].mean() > r[celiac & (col["spread_quadrants"] == 3)].mean()
+
+
+def test_response_calibration_is_deterministic_and_hits_its_targets():
+    params = load_parameters()
+    a, b = TrueModel.from_parameters(params), TrueModel.from_parameters(load_parameters())
+    assert a.response_intercept == b.response_intercept
+    assert np.array_equal(a.response_coef, b.response_coef)
+    calibration = params["response"]["intercept_calibration"]["value"]
+    x = encode_columns(sample_covariates(calibration["n"], np.random.default_rng(calibration["seed"]),
+                                         params["covariates"]))
+    p = a.response_probability(x)
+    assert p.mean() == pytest.approx(params["response"]["target_overall_rate"]["value"], abs=1e-6)
+    shp = x[:, FEATURE_NAMES.index("procedure_superior_hypogastric")] == 1
+    assert p[shp].mean() == pytest.approx(
+        params["response"]["subgroup_rates"]["procedure_superior_hypogastric"]["value"], abs=1e-6)
+    # published odds ratios are kept as they are
+    j = FEATURE_NAMES.index("repeat_procedure")
+    assert math.exp(a.response_coef[j]) == pytest.approx(params["response"]["odds_ratios"]["repeat_procedure"]["value"])
+
+
+def test_unreachable_response_target_is_reported():
+    params = load_parameters()
+    params["covariates"]["spread_quadrants"]["value"]["celiac_neurolysis"] = {"default": [0, 0, 1, 0, 0]}
+    params["response"]["target_overall_rate"]["value"] = 0.9
+    with pytest.raises(OutcomeModelError, match="target_overall_rate"):
+        TrueModel.from_parameters(params)

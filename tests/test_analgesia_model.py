@@ -17,6 +17,7 @@ from planner.analgesia import ClinicalInputs, Estimate, fit_model, inputs_from_p
 from planner.analgesia.cohort import generate, load_parameters
 from planner.analgesia.features import FEATURE_NAMES
 from planner.analgesia.model import DEFAULT_MODEL_NAME, AnalgesiaModel, default_model_path
+from planner.analgesia.refit import true_ratios
 from planner.analgesia.survival import fit_weibull_ph
 from planner.errors import OutcomeModelError, PlanError
 
@@ -42,7 +43,8 @@ def test_shipped_model_file_is_versioned_json_with_card_and_synthetic_label(ship
     assert path.stat().st_size < 200_000
     card = (path.parent / "README.md").read_text()
     for phrase in ("not a medical device", "synthetic cohort", "c_index_relief", "ici_relief_ended_max",
-                   "integrated_brier_0_26w", "Library", "Han 2021", "Limitations"):
+                   "integrated_brier_0_26w", "Library", "Han 2021", "Limitations", "target_overall_rate",
+                   "against the published figures", "## Benchmark", "## Regenerate this model"):
         assert phrase.lower() in card.lower(), phrase
     assert shipped.synthetic and "synthetic cohort" in shipped.label
 
@@ -122,8 +124,11 @@ def _log_width(interval) -> float:
 
 def test_intervals_widen_for_rare_combinations(shipped):
     common = ClinicalInputs(distant_metastases=True, ecog=2)
-    rare = ClinicalInputs(procedure="splanchnic_neurolysis", approach="posterior", tumour_site="body_tail",
-                          celiac_axis_encasement=True, repeat_procedure=True, ecog=3)
+    # 2-or-fewer-quadrant spread almost never responds (De Cicco 2001 cap), so few responders
+    # teach the model how long such relief lasts
+    rare = ClinicalInputs(spread_quadrants=2)
+    assert shipped.meta["support"]["feature_nonzero_responders"]["spread_le2"] < 100
+    assert shipped.meta["support"]["feature_nonzero_responders"]["distant_metastases"] > 1000
     e_common, e_rare = predict(common, shipped), predict(rare, shipped)
     # uncertainty of the median: much wider
     assert _log_width(e_rare.median_relief_weeks_ci_80) > 2 * _log_width(e_common.median_relief_weeks_ci_80)
@@ -152,12 +157,13 @@ def test_fit_recovers_generator_ratios_and_round_trips(tmp_path):
     cohort = generate(20000, 99)
     model = fit_model(cohort.columns, {"kind": "synthetic"})
     params = load_parameters()
+    truth = true_ratios()  # the generator's ratios, calibrated ones included
     for name in ("spread_3q", "spread_le2", "celiac_axis_encasement", "opioid_high", "ecog_2_3", "repeat_procedure"):
         true_hr = params["relief_loss"]["hazard_ratios"][name]["value"]
         i = model.relief.n_fixed + model.relief.features.index(name)
         se = math.sqrt(model.relief.cov[i, i])
         assert abs(model.relief.params[i] - math.log(true_hr)) < 4 * se + 0.05, name
-        true_or = params["response"]["odds_ratios"][name]["value"]
+        true_or = truth["response"][name]
         j = model.response.n_fixed + model.response.features.index(name)
         assert abs(model.response.params[j] - math.log(true_or)) < 4 * math.sqrt(model.response.cov[j, j]) + 0.05
     assert math.exp(model.relief.params[0]) == pytest.approx(params["relief_loss"]["shape"]["value"], abs=0.12)
@@ -171,7 +177,7 @@ def test_fit_recovers_generator_ratios_and_round_trips(tmp_path):
 
 
 def test_constant_feature_is_excluded_and_reported(tmp_path):
-    cohort = generate(3000, 5)
+    cohort = generate(1500, 5)
     columns = dict(cohort.columns)
     columns["repeat_procedure"] = np.zeros_like(columns["repeat_procedure"])
     model = fit_model(columns)

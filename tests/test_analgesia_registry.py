@@ -17,11 +17,13 @@ from planner.analgesia.refit import write_cohort
 from planner.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
+#: cohort size: about 840 responders at the cohort's 70% response rate
+N_COHORT = 1200
 
 
 @pytest.fixture(scope="module")
 def cohort_csv(tmp_path_factory) -> Path:
-    path, _ = write_cohort(2500, 42, tmp_path_factory.mktemp("cohort") / "cohort.csv")
+    path, _ = write_cohort(N_COHORT, 42, tmp_path_factory.mktemp("cohort") / "cohort.csv")
     return path
 
 
@@ -66,7 +68,7 @@ def test_schema_doc_lists_every_column():
 
 def test_cohort_csv_reads_back_without_problems(cohort_csv):
     registry = read_registry(cohort_csv)
-    assert registry.problems == [] and len(registry.rows) == 2500
+    assert registry.problems == [] and len(registry.rows) == N_COHORT
     assert set(registry.columns) == set(SCHEMA)
     r = registry.columns["initial_response"] == 1
     assert np.all(registry.columns["relief_weeks"][r] > 0)
@@ -88,7 +90,7 @@ def test_bad_registry_report_names_each_row_and_column(cohort_csv, tmp_path):
     assert "unknown category 'lateral'" in reasons["approach"]
     (extra,) = registry.column_problems
     assert extra.column == "surgeon_name" and "extra column" in extra.reason
-    assert len(registry.rows) == 2500 - len(defects)
+    assert len(registry.rows) == N_COHORT - len(defects)
 
 
 @pytest.mark.slow
@@ -107,7 +109,7 @@ def test_fit_refuses_bad_registry_then_drops_rows_on_request(cohort_csv, tmp_pat
     captured = capsys.readouterr()
     report = json.loads(captured.out)
     assert sorted(report["rows_dropped"]) == sorted(defects)
-    assert report["rows_used"] == 2500 - len(defects)
+    assert report["rows_used"] == N_COHORT - len(defects)
     assert "left out 5 bad row(s)" in captured.err
     cv = report["cross_validation"]
     assert 0.6 < cv["c_index_relief"] < 0.8 and cv["ici_relief_ended_max"] < 0.1

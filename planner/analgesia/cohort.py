@@ -83,11 +83,12 @@ class TrueModel:
         def log_scale(block: dict[str, Any]) -> float:
             return math.log(h_median) - _v(block["shape"]) * math.log(_v(block["median_weeks_at_reference"]))
 
-        p_ref = float(_v(params["response"]["reference_probability"]))
+        cap = float(_v(params["response"]["spread_le2_cap"]))
+        intercept, response_coef = calibrate_response(params, coefs(params["response"]["odds_ratios"]), cap)
         return cls(
-            response_intercept=math.log(p_ref / (1.0 - p_ref)),
-            response_coef=coefs(params["response"]["odds_ratios"]),
-            response_cap_le2=float(_v(params["response"]["spread_le2_cap"])),
+            response_intercept=intercept,
+            response_coef=response_coef,
+            response_cap_le2=cap,
             relief_shape=float(_v(params["relief_loss"]["shape"])),
             relief_log_scale=log_scale(params["relief_loss"]),
             relief_coef=coefs(params["relief_loss"]["hazard_ratios"]),
@@ -107,9 +108,112 @@ class TrueModel:
         return np.exp(-h) if theta == 0 else (1.0 + theta * h) ** (-1.0 / theta)
 
     def response_probability(self, x: np.ndarray) -> np.ndarray:
-        p = 1.0 / (1.0 + np.exp(-(self.response_intercept + x @ self.response_coef)))
-        le2 = x[:, FEATURE_NAMES.index("spread_le2")] > 0
-        return np.where(le2, np.minimum(p, self.response_cap_le2), p)
+        return _capped_response(self.response_intercept, x @ self.response_coef, x, self.response_cap_le2)
+
+
+def _capped_response(intercept: float, lp: np.ndarray, x: np.ndarray, cap: float) -> np.ndarray:
+    """Logistic response probability, at most ``cap`` with 2 or fewer spread quadrants (De Cicco 2001)."""
+    p = 1.0 / (1.0 + np.exp(-(intercept + lp)))
+    le2 = x[:, FEATURE_NAMES.index("spread_le2")] > 0
+    return np.where(le2, np.minimum(p, cap), p)
+
+
+def calibrate_response(params: dict[str, Any], coef: np.ndarray, cap: float) -> tuple[float, np.ndarray]:
+    """Logistic intercept (and subgroup coefficients) that reproduce the published *marginal* rates.
+
+    The published rates (McGreevy 2013, Eisenberg 1995, Plancarte 1997) describe whole series, not
+    the most favourable patient, so the intercept is solved such that the cohort's overall mean
+    capped response probability is ``response.target_overall_rate``, and the coefficient of each
+    feature in ``response.subgroup_rates`` such that patients with that feature respond at the
+    given rate. Solved jointly on a seeded sample of this file's covariate distribution
+    (``response.intercept_calibration``), so the same parameters give the same result (cached).
+    The coefficient of 2-or-fewer-quadrant spread follows from the cap (``response.spread_le2_cap``):
+    the reference patient with such spread responds with probability equal to the cap.
+    Returns the intercept and the full coefficient vector.
+    """
+    block = params["response"]
+    key = json.dumps([params["covariates"], _v(block["target_overall_rate"]), _v(block["intercept_calibration"]),
+                      {k: _v(e) for k, e in block.get("subgroup_rates", {}).items()}, coef.tolist(), cap])
+    intercept, full = _calibrated_response(key)
+    return intercept, np.asarray(full)
+
+
+@lru_cache(maxsize=8)
+def _calibrated_response(key: str) -> tuple[float, tuple[float, ...]]:
+    from scipy.optimize import root
+
+    covariates, target, calibration, subgroups, coef, cap = json.loads(key)
+    unknown = set(subgroups) - set(FEATURE_NAMES) | ({"spread_le2"} & set(subgroups))
+    if unknown:
+        raise OutcomeModelError(f"response.subgroup_rates names unknown or cap-derived features {sorted(unknown)}")
+    x = _calibration_features(calibration, covariates)
+    names = sorted(subgroups)
+    cols = [FEATURE_NAMES.index(name) for name in names]
+    members = [x[:, j] != 0 for j in cols]
+    if any(not m.any() for m in members):
+        raise OutcomeModelError(f"response.subgroup_rates: no patient in the calibration sample has {names}")
+    base = np.asarray(coef, dtype=float)
+    le2 = FEATURE_NAMES.index("spread_le2")
+
+    def unpack(z: np.ndarray) -> tuple[float, np.ndarray]:
+        full = base.copy()
+        full[cols] = z[1:]
+        # the reference patient with 2 or fewer quadrants responds with exactly the cap, so every
+        # such patient is at or below it and the response stays a plain logistic model
+        full[le2] = math.log(cap / (1.0 - cap)) - float(z[0])
+        return float(z[0]), full
+
+    def residual(z: np.ndarray) -> np.ndarray:
+        a, full = unpack(z)
+        p = _capped_response(a, x @ full, x, cap)
+        return np.array([p.mean() - target] + [p[m].mean() - subgroups[n] for m, n in zip(members, names)])
+
+    start = np.concatenate([[1.0], base[cols]])
+    solution = root(residual, start, method="hybr", options={"xtol": 1e-12})
+    if not solution.success or np.max(np.abs(residual(solution.x))) > 1e-6:
+        raise OutcomeModelError(f"response.target_overall_rate {target} with subgroup_rates {subgroups} cannot be "
+                                f"reached with the spread cap {cap} and the cohort's covariate mix "
+                                f"({solution.message}); lower the target or the share of 2-or-fewer-quadrant spread")
+    intercept, full = unpack(solution.x)
+    return intercept, tuple(full.tolist())
+
+
+WEEKS_PER_MONTH = 365.25 / 12 / 7
+
+
+def _calibration_features(calibration: dict[str, Any], covariates: dict[str, Any]) -> np.ndarray:
+    """Feature rows of the seeded calibration sample of the cohort's covariate distribution."""
+    rng = np.random.default_rng(int(calibration["seed"]))
+    return encode_columns(sample_covariates(int(calibration["n"]), rng, covariates))
+
+
+def cohort_marginals(params: dict[str, Any]) -> dict[str, float]:
+    """Whole-cohort figures of the generator, to set next to the published ones (model card).
+
+    Exact expectations over the seeded calibration sample (``response.intercept_calibration``):
+    response rates overall, first vs repeat and for superior hypogastric neurolysis; among
+    responders, the mean relief actually lived (until loss of relief or death, within the
+    follow-up) in months, first vs repeat; and the reference patient's response probability and
+    median time to loss of relief with death ignored.
+    """
+    truth = TrueModel.from_parameters(params)
+    x = _calibration_features(_v(params["response"]["intercept_calibration"]), params["covariates"])
+    p = truth.response_probability(x)
+    repeat = x[:, FEATURE_NAMES.index("repeat_procedure")] != 0
+    shp = x[:, FEATURE_NAMES.index("procedure_superior_hypogastric")] != 0
+    grid = np.linspace(0.0, truth.admin_censor_weeks, 105)
+    lived = np.trapezoid(truth.relieved_survival(x, grid), grid, axis=1) / WEEKS_PER_MONTH
+    return {
+        "response_overall": float(p.mean()),
+        "response_first": float(p[~repeat].mean()),
+        "response_repeat": float(p[repeat].mean()),
+        "response_superior_hypogastric": float(p[shp].mean()),
+        "response_reference_patient": float(truth.response_probability(np.zeros((1, len(FEATURE_NAMES))))[0]),
+        "mean_relief_months_first": float(np.average(lived[~repeat], weights=p[~repeat])),
+        "mean_relief_months_repeat": float(np.average(lived[repeat], weights=p[repeat])),
+        # the baseline hazard is set from it (TrueModel.from_parameters), so it holds exactly
+        "reference_median_weeks_to_relief_loss": float(_v(params["relief_loss"]["median_weeks_at_reference"])),
+    }
 
 
 @dataclass(frozen=True)
@@ -136,13 +240,8 @@ def _categorical(rng: np.random.Generator, table: dict[str, float], size: int) -
     return np.array(names, dtype=object)[rng.choice(len(names), size=size, p=p / p.sum())]
 
 
-def generate(n: int, seed: int, params: dict[str, Any] | None = None) -> Cohort:
-    """Draw ``n`` synthetic patients with a seeded generator (same seed, same cohort)."""
-    if n < 1:
-        raise OutcomeModelError(f"cohort size must be at least 1, got {n}")
-    params = params or load_parameters()
-    cov = params["covariates"]
-    rng = np.random.default_rng(seed)
+def sample_covariates(n: int, rng: np.random.Generator, cov: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Draw ``n`` patients' inputs (registry-schema columns) from the ``covariates`` parameters."""
     procedure = _categorical(rng, _v(cov["procedure"]), n)
     approach = np.empty(n, dtype=object)
     site = np.empty(n, dtype=object)
@@ -178,6 +277,16 @@ def generate(n: int, seed: int, params: dict[str, Any] | None = None) -> Cohort:
         "baseline_pain": np.clip(np.round(pain["mean"] + pain["sd"] * rng.standard_normal(n)),
                                  pain["min"], pain["max"]),
     }
+    return columns
+
+
+def generate(n: int, seed: int, params: dict[str, Any] | None = None) -> Cohort:
+    """Draw ``n`` synthetic patients with a seeded generator (same seed, same cohort)."""
+    if n < 1:
+        raise OutcomeModelError(f"cohort size must be at least 1, got {n}")
+    params = params or load_parameters()
+    rng = np.random.default_rng(seed)
+    columns = sample_covariates(n, rng, params["covariates"])
     x = encode_columns(columns)
     truth = TrueModel.from_parameters(params)
     p_response = truth.response_probability(x)

@@ -97,13 +97,11 @@ def held_out_metrics(model: AnalgesiaModel, seed: int, n: int = HELD_OUT_N) -> d
 
 
 def true_ratios() -> dict[str, dict[str, float]]:
-    """The generator's odds/hazard ratios per model part (for the card)."""
-    params = cohort_mod.load_parameters()
-    tables = {"response": params["response"]["odds_ratios"], "relief": params["relief_loss"]["hazard_ratios"],
-              "death": params["death"]["hazard_ratios"]}
-    # features a table leaves out have no effect in the generator (ratio 1)
-    return {part: {name: float(table[name]["value"]) if name in table else 1.0 for name in FEATURE_NAMES}
-            for part, table in tables.items()}
+    """The generator's odds/hazard ratios per model part (for the card), calibrated ones included."""
+    truth = cohort_mod.TrueModel.from_parameters(cohort_mod.load_parameters())
+    return {part: {name: float(np.exp(b)) for name, b in zip(FEATURE_NAMES, coef)}
+            for part, coef in (("response", truth.response_coef), ("relief", truth.relief_coef),
+                               ("death", truth.death_coef))}
 
 
 def refit(csv_path: Path | str, out_dir: Path | str, *, drop_bad_rows: bool = False, folds: int = 5,
