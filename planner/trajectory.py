@@ -722,7 +722,8 @@ class PathPlanner:
         if not tip_in:
             reasons.append(f"tip is {tip_d:.1f} mm outside the target region {p.target}")
         bone = any(structure(n).is_bone and clearance[n] < -self.contact_tolerance_mm for n in self.oars)
-        nearest = min(self.forbidden, key=lambda n: clearance[n] - self.margins[n]) if self.forbidden else None
+        organs = self.soft_tissue or self.forbidden
+        nearest = min(organs, key=lambda n: clearance[n] - self.margins[n]) if organs else None
         ipa_v = float(ang["in_plane"]) if p.in_plane else None
         metrics = dict(
             entry_lps_mm=tuple(float(v) for v in entry), target_lps_mm=tuple(float(v) for v in target),

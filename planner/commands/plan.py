@@ -43,11 +43,12 @@ def run(args: argparse.Namespace) -> int:
                       models={"labels": {"source": "imported", "file": Path(args.labels).name}})
     out = plan.save(Path(args.out) / "plan.json")
     for t in plan.primary:
-        clear = min(t.min_clearance_mm.items(), key=lambda kv: kv[1]) if t.min_clearance_mm else ("-", float("nan"))
+        nearest = t.details.get("nearest_structure")
+        near = f"{nearest} {t.min_clearance_mm[nearest]:.1f} mm" if nearest in t.min_clearance_mm else "-"
         print(f"{t.side:>5}: entry {[round(v, 1) for v in t.entry_lps_mm]} -> target "
               f"{[round(v, 1) for v in t.target_lps_mm]} LPS mm, {t.length_mm:.0f} mm "
-              f"(needle {t.needle_length_mm:g} mm), nearest {clear[0]} {clear[1]:.1f} mm, "
-              f"risk {t.risk:.3f}, P(contact) {t.p_oar_contact:.3f}")
+              f"(needle {t.needle_length_mm:g} mm), closest organ {near}, "
+              f"risk {t.risk:.3f}, P(organ contact) {t.p_oar_contact:.3f}")
     print(f"spread: {plan.spread['quadrants']} quadrant(s); plan written to {out}")
     for w in plan.warnings:
         print(f"warning: {w}")
