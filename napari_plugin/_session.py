@@ -386,8 +386,9 @@ def metrics_html(t: Any) -> str:
             continue
         bad = value < margin
         colour = "#ff4040" if bad else "#e0e0e0"
+        limit = f"/{margin:g}" if margin >= 0 else f" (contact to {margin:g} allowed)"
         cells.append(f'<span style="color:{colour}">{html.escape(structure(name).display_name)} '
-                     f'{fmt_mm(value)}/{margin:g}</span>')
+                     f'{fmt_mm(value)}{limit}</span>')
     if cells:
         lines.append("Clearance mm / hard margin: " + ", ".join(cells)
                      + (f" (+{far} farther than {CLEARANCE_SHOWN_MM:g} mm or crossable)" if far else ""))
@@ -511,7 +512,9 @@ def clinical_fields() -> list[dict[str, Any]]:
               "baseline_pain": (0.0, 10.0)}
     labels = {"oral_morphine_mg_day": "Oral morphine eq. (mg/day)", "ecog": "ECOG",
               "baseline_pain": "Baseline pain (NRS 0-10)", "spread_quadrants": "Spread (quadrants)",
-              "early_procedure": "Early (not rescue)", "repeat_procedure": "Repeat neurolysis"}
+              "early_procedure": "Early (not rescue)", "repeat_procedure": "Repeat neurolysis",
+              "prior_upper_abdominal_surgery": "Prior upper-abdominal surgery",
+              "celiac_axis_encasement": "Celiac axis encased"}
     specs = []
     for f in dataclass_fields(features.ClinicalInputs):
         default = getattr(features.REFERENCE, f.name)

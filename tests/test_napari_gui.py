@@ -65,6 +65,15 @@ def test_whole_flow_open_labels_plan_drag_export_reload(make_napari_viewer, qtbo
     np.testing.assert_allclose(image_layer.translate, sample.image.origin_zyx)
     assert widget.preset_combo.currentData() == sample.preset
     assert widget.session is not None and widget.session.labels is not None
+    # get labels: load the case's reference DICOM SEG, placed on the image grid
+    from planner.samples import get_case
+
+    seg_path = get_case(CASE).seg_path
+    if seg_path is not None and seg_path.exists():
+        layer = widget.load_labels(seg_path)
+        assert widget.labels_combo.currentText() == layer.name
+        np.testing.assert_array_equal(widget.session.labels.array, sample.labels.array)
+        assert layer.colormap.map(np.array([int(sample.labels.array.max())]))[0][3] == 1.0
 
     # plan (in a worker thread)
     with qtbot.waitSignal(widget.planned, timeout=PLAN_TIMEOUT_MS):

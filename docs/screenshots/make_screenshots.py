@@ -79,6 +79,11 @@ def main() -> None:
         _save(viewer.screenshot(canvas_only=False, flash=False), out / name)
     widget.tabs.setCurrentIndex(2)
     widget.predict_outcome()
+    _pump(0.5)
+    from qtpy.QtWidgets import QScrollArea
+
+    scroll = widget.findChild(QScrollArea)
+    scroll.verticalScrollBar().setValue(scroll.verticalScrollBar().maximum())
     _pump(1.0)
     _save(viewer.screenshot(canvas_only=False, flash=False), out / "widget_outcome.png")
     viewer.dims.ndisplay = 3

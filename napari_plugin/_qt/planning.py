@@ -23,6 +23,7 @@ from qtpy.QtWidgets import (
     QFileDialog,
     QFormLayout,
     QFrame,
+    QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QHeaderView,
@@ -205,9 +206,9 @@ class PlanningWidget(QWidget):
 
         tab = QWidget()
         layout = QVBoxLayout(tab)
-        self.view_figure = Figure(figsize=(4.2, 5.0), facecolor="#262930")
+        self.view_figure = Figure(figsize=(4.2, 4.4), facecolor="#262930")
         self.view_canvas = FigureCanvasQTAgg(self.view_figure)
-        self.view_canvas.setMinimumSize(240, 420)
+        self.view_canvas.setMinimumSize(240, 400)
         self.view_canvas.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
         layout.addWidget(self.view_canvas)
         self.tabs.addTab(tab, "Needle view")
@@ -222,14 +223,22 @@ class PlanningWidget(QWidget):
         layout = QVBoxLayout(tab)
         form = QFormLayout()
         form.setRowWrapPolicy(QFormLayout.WrapLongRows)
+        checks = QGridLayout()  # yes/no inputs two per row keep the panel short
         self.clinical_editors: dict[str, QWidget] = {}
+        n_checks = 0
         for spec in clinical_fields():
-            editor = _editor_for(spec)
+            label = spec["label"] + (" ◂ plan" if spec.get("from_plan") else "")
+            editor = _editor_for(spec, label)
             self.clinical_editors[spec["name"]] = editor
             if spec.get("from_plan"):
                 editor.setToolTip("taken from the plan when there is one (planner.analgesia.inputs_from_plan)")
-            form.addRow(spec["label"] + (" ◂ plan" if spec.get("from_plan") else ""), editor)
+            if isinstance(editor, QCheckBox):
+                checks.addWidget(editor, n_checks // 2, n_checks % 2)
+                n_checks += 1
+            else:
+                form.addRow(label, editor)
         layout.addLayout(form)
+        layout.addLayout(checks)
         self.predict_button = QPushButton("Estimate analgesia duration")
         layout.addWidget(self.predict_button)
         self.outcome_label = QLabel("")
@@ -804,10 +813,10 @@ def _set_in_place(layer: Any, data: np.ndarray) -> None:
 
 
 # ==================================================================== clinical editors
-def _editor_for(spec: dict[str, Any]) -> QWidget:
+def _editor_for(spec: dict[str, Any], label: str = "") -> QWidget:
     kind, default = spec["kind"], spec["default"]
     if kind == "bool":
-        editor: QWidget = QCheckBox()
+        editor: QWidget = QCheckBox(label)
         editor.setChecked(bool(default))
     elif kind == "choice":
         editor = QComboBox()
