@@ -375,8 +375,9 @@ class PathPlanner:
         self.target_distance = geometry.distance(self.preset.target)
         self._oar_maps = [geometry.distance(n) for n in self.oars]
         self._offsets = {sd.name: np.asarray(sd.offset, dtype=np.float32) for sd in self._oar_maps}
-        self._crop_lo = np.array([sd.offset for sd in self._oar_maps], dtype=float).reshape(-1, 3)
-        self._crop_hi = self._crop_lo + np.array([sd.array.shape for sd in self._oar_maps], dtype=float).reshape(-1, 3)
+        self._crop_lo = np.array([sd.offset for sd in self._oar_maps], dtype=np.float32).reshape(-1, 3)
+        self._crop_hi = self._crop_lo + np.array([sd.array.shape for sd in self._oar_maps],
+                                                 dtype=np.float32).reshape(-1, 3)
         self.midline_x = self._midline_x()
         self.is_2d = labels.shape[0] == 1
         self.skin = None if self.preset.in_plane else skin_surface(geometry)
@@ -647,14 +648,20 @@ class PathPlanner:
         return a[None, :] + t * (target_idx.astype(np.float32) - a)[None, :]
 
     def clearances(self, points_zyx: np.ndarray) -> dict[str, float]:
-        """Minimum signed distance (mm) of each organ at risk over continuous-index points;
-        structures whose map crop the points miss entirely report the cap."""
-        lo, hi = points_zyx.min(axis=0), points_zyx.max(axis=0)
-        hit = ((hi[None, :] >= self._crop_lo - 1.0) & (lo[None, :] <= self._crop_hi)).all(axis=1)
+        """Minimum signed distance (mm) of each organ at risk over continuous-index points.
+
+        A structure's map covers its bounding box grown by the cap, so points outside that
+        crop are at least the cap away: only the points inside each crop are sampled.
+        """
+        pts = np.asarray(points_zyx, dtype=np.float32)
+        inside = ((pts[None, :, :] >= self._crop_lo[:, None, :])
+                  & (pts[None, :, :] <= self._crop_hi[:, None, :] - 1.0)).all(axis=2)
         out: dict[str, float] = {}
-        for name, sd, h in zip(self.oars, self._oar_maps, hit):
-            if h:
-                out[name] = float(sample_trilinear(sd.array, points_zyx - self._offsets[name], outside=sd.cap_mm).min())
+        for k, (name, sd) in enumerate(zip(self.oars, self._oar_maps)):
+            sel = inside[k]
+            if sel.any():
+                local = pts[sel] - self._offsets[name]
+                out[name] = float(sample_trilinear(sd.array, local, outside=sd.cap_mm).min())
             else:
                 out[name] = sd.cap_mm
         return out
