@@ -488,14 +488,12 @@ def make_ct_phantom(params: PhantomParams | int,
 
     # ---- skeleton and body outline in mm ------------------------------------------------
     z_top = 0.0  # T10 superior endplate at z = 0, everything else below
-    torso_stub = _Torso(rng, bmi, np.zeros(5))
-    y_back_floor = torso_stub.bpost0 - 6.0  # posterior fascia: spinous tips lie here
+    torso = _Torso(rng, bmi, np.zeros(5))  # z profile set once the spine is drawn
+    y_back_floor = torso.bpost0 - 6.0  # posterior fascia: spinous tips lie here
     spine = _draw_spine(rng, z_top, y_back_floor)
     z_field_top = z_top + 3.0
     z_field_bot = z_field_top - FOV_Z_MM
-    torso_stub.z_ctrl = np.array([z_field_bot, spine.mid("L5"), spine.mid("L3"),
-                                  spine.mid("L1"), z_top])
-    torso = torso_stub
+    torso.z_ctrl = np.array([z_field_bot, spine.mid("L5"), spine.mid("L3"), spine.mid("L1"), z_top])
 
     half_w = float(np.max(torso.dims(np.linspace(z_field_bot, z_top, 20), "skin")[0]))
     fov_x = max(FOV_XY_MM, 2.0 * half_w + 24.0)
@@ -691,8 +689,7 @@ def make_ct_phantom(params: PhantomParams | int,
         box, m = g.ellipsoid(k["c"], k["axes"], k["rot"])
         name = f"kidney_{side}"
         g.paint(name, m & cav[box], box)
-        hil = k["c"] + k["rot"][:, 1] * (-sgn) * k["axes"][1] * 0.55 * 0 \
-            + np.array([-sgn * k["axes"][1] * 0.75, -6.0, 0.0])
+        hil = k["c"] + np.array([-sgn * k["axes"][1] * 0.75, -6.0, 0.0])
         box, m = g.ellipsoid(hil, np.array([11.0, 8.0, 17.0]), _rot("z", -sgn * 30))
         g.paint("body", m, box, only_on=(name,))
         kid_hilum[side] = hil
@@ -858,7 +855,6 @@ def make_ct_phantom(params: PhantomParams | int,
 def _paint_bowel(g: _Grid, rng, spine: _Spine, torso: _Torso, abdomen: np.ndarray, kid, z_s,
                  x_a, y_a, r_a) -> None:
     """Colon frame (ascending, transverse, descending, sigmoid) and small-bowel loops."""
-    z_top = spine.sup["T10"]
     zk = float(kid["right"]["c"][2])
     a_waist = torso.dims(np.array([spine.mid("L3")]), "cavity")[0][0]
     b_front = torso.dims(np.array([spine.mid("L3")]), "cavity")[1][0]
@@ -1226,7 +1222,7 @@ def _paint_vertebrae(g: _Grid, spine: _Spine, z_bot: float, z_top: float, z_conu
         dxa = np.abs(X - xc)
         pedicle = (dxa >= cw / 2 - 1) & (dxa <= cw / 2 + 7) & (Y >= yc + 0.3 * d) & \
             (Y <= canal_y + 2) & (zz >= zinf + 0.35 * h) & (zz <= zsup - 0.05 * h)
-        lam_y = canal_y + cd / 2 + 0.25 * dxa * 0
+        lam_y = canal_y + cd / 2  # back of the canal
         lamina = (dxa <= cw / 2 + 9) & (Y >= canal_y + cd / 2 - 4 + 0.2 * dxa - 2) & \
             (Y <= canal_y + cd / 2 + 5 + 0.2 * dxa) & in_pe
         facet = (dxa >= cw / 2 + 1) & (dxa <= cw / 2 + 11) & (Y >= canal_y - 2) & \
