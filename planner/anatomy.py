@@ -201,6 +201,8 @@ _ROWS: tuple[Structure, ...] = (
                                       "lung_lower_lobe_right")),
     Structure(51, "diaphragm_crura", "Diaphragmatic crura", O, Tissue.MUSCLE, 2.0,
               (200, 90, 70), "5798000", "Diaphragm"),
+    Structure(52, "vertebrae", "Vertebrae (level not identified)", O, Tissue.BONE, 0.0,
+              (228, 228, 205), "421060004", "Vertebral column"),
     # ---- context ---------------------------------------------------------------------
     Structure(60, "body", "Body (other soft tissue)", C, Tissue.SOFT_TISSUE, 0.0,
               (120, 110, 100), "38266002", "Entire body", _TISSUE),

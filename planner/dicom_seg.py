@@ -70,6 +70,11 @@ def _source_datasets(source: DicomSource | Sequence[Dataset | str | os.PathLike[
             raise PlannerError(f"{item}: not a readable DICOM source image ({exc})") from None
     if not datasets:
         raise LabelMapError("a DICOM SEG needs the source image instances it segments; none were given")
+    for ds in datasets:  # some exporters leave the SOP UIDs empty; the file meta still names them
+        meta = getattr(ds, "file_meta", {})
+        for tag, meta_tag in (("SOPClassUID", "MediaStorageSOPClassUID"), ("SOPInstanceUID", "MediaStorageSOPInstanceUID")):
+            if not str(ds.get(tag, "")) and meta_tag in meta:
+                setattr(ds, tag, meta[meta_tag].value)
     return datasets
 
 

@@ -65,8 +65,35 @@ class Bundle:
         return dict(self.metadata.get("plexus_planner", {}))
 
     @property
+    def is_foreign(self) -> bool:
+        """True for a MONAI bundle from elsewhere (no ``plexus_planner`` section, e.g. the Model Zoo)."""
+        return "plexus_planner" not in self.metadata
+
+    @property
     def modality(self) -> str:
+        if self.is_foreign:
+            image = self.metadata.get("network_data_format", {}).get("inputs", {}).get("image", {})
+            return str(image.get("modality", "")).upper() if isinstance(image, Mapping) else ""
         return str(self.ours.get("modality", "")).upper()
+
+    @property
+    def label_names(self) -> dict[int, str]:
+        """Output channel -> label name from ``network_data_format.outputs.pred.channel_def`` (MONAI spec)."""
+        pred = self.metadata.get("network_data_format", {}).get("outputs", {}).get("pred", {})
+        names = pred.get("channel_def", pred.get("label_def", {})) if isinstance(pred, Mapping) else {}
+        try:
+            return {int(k): str(v) for k, v in dict(names).items()}
+        except (TypeError, ValueError):
+            raise ModelError(f"{self.root / METADATA}: network_data_format.outputs.pred.channel_def must map "
+                             f"channel numbers to label names") from None
+
+    @property
+    def unmapped_labels(self) -> list[str]:
+        """Label names of a foreign bundle that are not in the anatomy vocabulary (left as background)."""
+        from planner.anatomy import from_external_name
+
+        return sorted(n for k, n in self.label_names.items()
+                      if k and n.lower() != "background" and from_external_name(n) is None)
 
     @property
     def image_size(self) -> int:
@@ -74,16 +101,33 @@ class Bundle:
 
     @property
     def channel_vocabulary(self) -> dict[int, str]:
-        """Output channel -> anatomy vocabulary name (background excluded)."""
+        """Output channel -> anatomy vocabulary name (background excluded).
+
+        A foreign bundle's label names are mapped through the vocabulary's external names
+        (TotalSegmentator v1/v2 names, which MONAI's wholeBody_ct_segmentation uses).
+        """
+        if self.is_foreign:
+            from planner.anatomy import from_external_name
+
+            found = {k: from_external_name(n) for k, n in self.label_names.items() if k}
+            return {k: s.name for k, s in found.items() if s is not None}
         return {int(k): str(v) for k, v in self.ours.get("channel_vocabulary", {}).items()}
 
     @property
     def weights_path(self) -> Path:
         return self.root / WEIGHTS
 
-    def verify_weights(self) -> None:
-        """Raise :class:`ModelError` unless ``models/model.pt`` matches the recorded sha256."""
-        expected = self.ours.get("model_sha256")
+    def verify_weights(self, expected_sha256: str | None = None) -> None:
+        """Raise :class:`ModelError` unless ``models/model.pt`` matches the recorded sha256.
+
+        ``expected_sha256`` (e.g. the publisher's figure for a foreign bundle, whose metadata
+        records none) takes precedence over the metadata.
+        """
+        expected = expected_sha256 or self.ours.get("model_sha256")
+        if not expected and self.is_foreign and self.weights_path.is_file():
+            raise ModelError(f"{self.root}: a MONAI bundle from elsewhere records no weights checksum; check "
+                             f"models/model.pt against its publisher and pass --model-sha256 "
+                             f"{sha256_of(self.weights_path)} to use it")
         if not expected:
             raise ModelError(f"{self.root / METADATA}: no plexus_planner.model_sha256; the bundle cannot be verified")
         if not self.weights_path.is_file():
@@ -93,14 +137,20 @@ class Bundle:
             raise ModelError(f"{self.weights_path}: sha256 {actual[:12]}... does not match metadata "
                              f"{str(expected)[:12]}...; the weights are corrupt or from another model")
 
-    def load_network(self) -> "torch.nn.Module":
+    def load_network(self, expected_sha256: str | None = None) -> "torch.nn.Module":
         """Build the network named in ``inference.json`` and load the verified weights (eval mode)."""
         import torch
         from pydoc import locate
 
-        self.verify_weights()
+        self.verify_weights(expected_sha256)
         spec = dict(self.inference.get("network_def", {}))
         target = spec.pop("_target_", None)
+        if isinstance(target, str) and "." not in target:  # MONAI configs may name "SegResNet"
+            target = "monai.networks.nets." + target
+        expressions = [k for k, v in spec.items() if isinstance(v, str) and v[:1] in ("$", "@", "%")]
+        if expressions:
+            raise ModelError(f"{self.root / INFERENCE}: network_def arguments {expressions} are expressions; "
+                             f"only literal values are accepted")
         if target not in ALLOWED_TARGETS:
             raise ModelError(f"{self.root / INFERENCE}: network_def._target_ {target!r} is not an allowed "
                              f"network ({', '.join(ALLOWED_TARGETS)})")
@@ -116,8 +166,12 @@ class Bundle:
         return network.eval()
 
 
-def read_bundle(path: str | Path) -> Bundle:
-    """Parse a bundle folder's configs (no torch). Raises :class:`ModelError` when malformed."""
+def read_bundle(path: str | Path, allow_foreign: bool = False) -> Bundle:
+    """Parse a bundle folder's configs (no torch). Raises :class:`ModelError` when malformed.
+
+    ``allow_foreign`` accepts a MONAI bundle without our ``plexus_planner`` section when its
+    metadata names its output labels (``network_data_format.outputs.pred.channel_def``).
+    """
     root = Path(path)
     if not root.is_dir():
         raise ModelError(f"{root}: model bundle folder not found")
@@ -131,6 +185,12 @@ def read_bundle(path: str | Path) -> Bundle:
         except (OSError, json.JSONDecodeError) as exc:
             raise ModelError(f"{f}: not valid JSON ({exc})") from None
     metadata, inference = parsed
+    if allow_foreign and isinstance(metadata, dict) and "plexus_planner" not in metadata:
+        bundle = Bundle(root, metadata, inference if isinstance(inference, dict) else {})
+        if not any(k for k in bundle.label_names):
+            raise ModelError(f"{root / METADATA}: the bundle names no output labels "
+                             f"(network_data_format.outputs.pred.channel_def); cannot map its output to anatomy")
+        return bundle
     if not isinstance(metadata, dict) or "plexus_planner" not in metadata:
         raise ModelError(f"{root / METADATA}: no plexus_planner section (modality, model_sha256); not a plexus-planner bundle")
     return Bundle(root, metadata, inference)
