@@ -1,0 +1,105 @@
+"""Batch-runner throughput: series per minute with 1 and 2 Dask worker processes.
+
+Writes ``--series`` CT phantom series (DICOM, ``--spacing`` mm) into a temporary tree and
+runs :func:`segmentation.batch.run_batch` on a local cluster of 1, then 2 worker processes
+(one torch thread each). Each cluster is started and its workers' model cache warmed
+before the clock starts (the start-up is printed separately), so the figures are the
+steady-state rate of discovery + loading + inference + writing NIfTI/SEG/CSV.
+
+Model: ``--model BUNDLE`` (with its modality's registered pipeline), else the shipped CT
+bundle when there is one, else the tiny seeded random 3D UNet of the tests with its
+stand-in pipeline (``tests/_batch_fixture.py``): that measures orchestration, not a
+production model, and the output says which was used.
+
+    python benchmarks/bench_batch.py [--series 12] [--spacing 6] [--model BUNDLE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+def _warm(model: str, sha256: str, pipeline: str | None) -> int:
+    """Load the model into this worker's cache (and import the pipeline module)."""
+    import importlib
+
+    from segmentation.batch import _worker_bundle
+
+    _worker_bundle(model, sha256, 1)
+    if pipeline:
+        importlib.import_module(pipeline.split(":")[0])
+    return os.getpid()
+
+
+def _model(arg: str | None, tmp: Path) -> tuple[str, str | None, str]:
+    """(bundle folder, pipeline override or None, description)."""
+    from segmentation.bundle import default_bundle_path
+    from segmentation.commands.segment import DEFAULT_BUNDLES
+
+    if arg:
+        return arg, None, f"bundle {arg}"
+    if "CT" in DEFAULT_BUNDLES and default_bundle_path(DEFAULT_BUNDLES["CT"]).is_dir():
+        path = default_bundle_path(DEFAULT_BUNDLES["CT"])
+        return str(path), None, f"shipped CT bundle {path.name}"
+    import _batch_fixture as fx
+
+    bundle = fx.write_tiny_bundle(tmp / "tiny_ct_test", seed=0)
+    return str(bundle.root), fx.PIPELINE, "tiny seeded random 3D UNet + stand-in pipeline (orchestration only)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    import logging
+
+    from distributed import Client, LocalCluster
+
+    import _batch_fixture as fx
+    from segmentation.batch import run_batch
+    from segmentation.bundle import read_bundle
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--series", type=int, default=12, help="number of phantom series")
+    parser.add_argument("--spacing", type=float, default=6.0, help="isotropic phantom spacing, mm")
+    parser.add_argument("--model", default=None, help="bundle folder (default: shipped CT bundle or the tiny test one)")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="bench_batch_") as tmp_name:
+        tmp = Path(tmp_name)
+        model, pipeline, what = _model(args.model, tmp)
+        sha = str(read_bundle(model).ours["model_sha256"])
+        seeds = list(range((args.series + 1) // 2))  # two slabs (series) per phantom
+        folders = fx.write_phantom_series(tmp / "archive", seeds, crops=2, spacing_mm=args.spacing)
+        n = len(folders)
+        print(f"batch benchmark: {n} phantom CT series at {args.spacing:g} mm, model: {what}, cpus {os.cpu_count()}")
+        rates = {}
+        for workers in (1, 2):
+            t0 = time.perf_counter()
+            with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                              dashboard_address=None, silence_logs=logging.ERROR) as cluster, Client(cluster) as c:
+                c.wait_for_workers(workers)
+                c.run(_warm, model, sha, pipeline)
+                startup = time.perf_counter() - t0
+                t1 = time.perf_counter()
+                summary = run_batch(tmp / "archive", tmp / f"out_{workers}", model=model, client=c,
+                                    pipeline=pipeline, progress=False)
+                wall = time.perf_counter() - t1
+            if summary.done != summary.selected:
+                print(f"  {workers} worker(s): {len(summary.failed)} series failed: {summary.failed[:1]}")
+                return 1
+            rates[workers] = 60.0 * summary.done / wall
+            print(f"  {workers} worker(s): {summary.done} series in {wall:.1f} s = {rates[workers]:.1f} series/min "
+                  f"(cluster start + model load {startup:.1f} s, not counted)")
+        load = os.getloadavg()[0]
+        print(f"  scaling ratio 2 vs 1 workers: {rates[2] / rates[1]:.2f}x (ideal 2.00x; {os.cpu_count()} cores, "
+              f"1-minute load average {load:.1f} during the run)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
