@@ -403,7 +403,7 @@ class _Torso:
         self.a0 = rng.uniform(128, 142) * visceral  # half-width inside subcutaneous fat
         self.bant0 = rng.uniform(98, 108) * (1.0 + 0.02 * (bmi - 24.0))
         self.bpost0 = rng.uniform(92, 100)
-        fat = max(3.0, 1.7 * (bmi - 14.0)) * rng.uniform(0.85, 1.15)
+        fat = max(6.0, 1.7 * (bmi - 14.0)) * rng.uniform(0.85, 1.15)  # even cachexia keeps a few mm
         self.t_ant, self.t_lat, self.t_post = fat, 1.15 * fat, 0.65 * fat + 2.0
         self.wall = rng.uniform(9, 13)
         # z profile: lower chest, waist (L3), iliac crests, pelvis
