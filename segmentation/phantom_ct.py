@@ -139,7 +139,9 @@ class CTPhantom:
     ``landmarks`` are patient LPS mm: ``celiac_origin``, ``sma_origin``,
     ``aortic_bifurcation``, ``renal_artery_left_origin``, ``renal_artery_right_origin``,
     ``ivc_confluence``, ``conus_medullaris`` and the vertebral body centres ``T10`` ..
-    ``L5``, ``S1``. ``details`` holds drawn scalars (fat thickness, celiac level, ...).
+    ``L5``, ``S1``. ``details`` holds drawn values: ``celiac_level`` ("T12"/"L1"),
+    ``celiac_origin_faces`` ("T12 body", "T12-L1 disc", "L1 body"),
+    ``subcutaneous_fat_anterior_mm``, ``costophrenic_recess_z_mm``, endplate z per level.
     """
 
     image: Volume
@@ -589,9 +591,12 @@ def make_ct_phantom(params: PhantomParams | int,
         z_c = inf["T12"] + rng.uniform(0.05, 0.55) * spine.height("T12")
     else:
         z_c = sup["L1"] - rng.uniform(0.05, 0.5) * spine.height("L1")
+    faces = f"{level} body"
     if params.celiac_level is None and choice > 0.8:  # sometimes opposite the disc
         z_c = 0.5 * (inf["T12"] + sup["L1"]) + rng.uniform(-1.5, 1.5)
+        faces = "T12-L1 disc"
     details["celiac_level"] = level
+    details["celiac_origin_faces"] = faces
     z_s = z_c - rng.uniform(9.0, 17.0)
     z_mal = z_c + rng.uniform(3.0, 8.0)  # median arcuate ligament just above the origin
     z_ren_l = z_s - rng.uniform(6.0, 14.0)

@@ -111,6 +111,10 @@ def test_celiac_origin_between_t12_and_l1_and_sma_below(phantoms):
         assert l1_lo <= zc <= t12_hi, f"seed {seed}: celiac origin z {zc:.1f} outside T12-L1"
         assert ph.landmarks["sma_origin"][2] < zc
         levels.add(ph.details["celiac_level"])
+        faces = ph.details["celiac_origin_faces"]
+        if faces != "T12-L1 disc":
+            lo, hi = _body_z_range(ph, faces.split()[0])
+            assert lo - 5.0 <= zc <= hi + 5.0, (seed, faces)
     assert levels == {"T12", "L1"}  # both levels occur across seeds
 
 
