@@ -301,3 +301,26 @@ def test_outcome_takes_plan_inputs_and_is_labelled_synthetic():
     draw_relief_curve(Figure(), weeks, curve, estimate)
     no_plan = PlanningSession(image=volume).outcome(ClinicalInputs().to_dict())
     assert no_plan.median_relief_weeks == predict(ClinicalInputs()).median_relief_weeks
+
+
+# ---------------------------------------------------------------------------- real images
+@pytest.mark.shared_data
+def test_reader_on_a_real_ct_series_and_a_real_dicom_seg():
+    from napari_plugin._session import read_label_map
+    from planner.volume import load
+    from tests.conftest import shared_path
+
+    folder = shared_path("ct_abdomen_crlm1004", "image")
+    assert get_reader(str(shared_path("ct_abdomen_crlm1004", "LICENSE_TCIA_CRLM.txt"))) is None
+    [(data, meta, kind)] = get_reader(str(folder))(str(folder))
+    volume = meta["metadata"]["volume"]
+    assert kind == "image" and data.shape == volume.shape and volume.modality == "CT"
+    np.testing.assert_allclose(meta["scale"], volume.spacing)
+    np.testing.assert_allclose(meta["translate"], volume.origin_zyx)
+    assert meta["contrast_limits"] == _layers.CT_WINDOW
+
+    image = load(shared_path("ct_3slice_seg", "ct-3slice"))
+    labels = read_label_map(shared_path("ct_3slice_seg", "liver.dcm"), image)
+    ldata, lmeta, lkind = _layers.labels_layer_data(labels, "liver")
+    assert lkind == "labels" and ldata.shape == image.shape
+    assert label_of("liver") in set(np.unique(ldata)) and lmeta["features"]["name"][1] == "liver"
