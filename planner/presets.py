@@ -47,6 +47,7 @@ class Preset:
     entry_direction_lps: tuple[float, float, float] = (0.0, 1.0, 0.0)
     entry_cone_deg: float = 50.0
     entry_from_midline_mm: tuple[float, float] | None = None
+    split_tips_at: str = "midline"
     crossable: tuple[str, ...] = ()
     margins_mm: Mapping[str, float] = field(default_factory=dict)
     needle_lengths_mm: tuple[float, ...] = (100.0, 150.0, 200.0)
@@ -115,6 +116,7 @@ def _validate(name: str, raw: Mapping[str, Any]) -> Preset:
             patient_position=str(raw["patient_position"]),
             entry_direction_lps=tuple(float(v) for v in raw["entry_direction_lps"]),  # type: ignore[arg-type]
             entry_cone_deg=float(raw["entry_cone_deg"]),
+            split_tips_at=str(raw.get("split_tips_at", "midline")),
             entry_from_midline_mm=(None if raw.get("entry_from_midline_mm") is None
                                    else tuple(float(v) for v in raw["entry_from_midline_mm"])),  # type: ignore[arg-type]
             crossable=tuple(str(v) for v in raw["crossable"]),
@@ -146,6 +148,8 @@ def _validate(name: str, raw: Mapping[str, Any]) -> Preset:
     problems = []
     if preset.side not in SIDES:
         problems.append(f"side {preset.side!r} not in {SIDES}")
+    if preset.split_tips_at not in ("midline", "aorta"):
+        problems.append(f"split_tips_at {preset.split_tips_at!r} not in ('midline', 'aorta')")
     if preset.patient_position not in POSITIONS:
         problems.append(f"patient_position {preset.patient_position!r} not in {POSITIONS}")
     if not preset.needle_lengths_mm or min(preset.needle_lengths_mm) <= preset.needle_reserve_mm:

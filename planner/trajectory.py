@@ -40,7 +40,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -88,11 +88,12 @@ class PlacementError:
 
     @property
     def tip_error_mean_mm(self) -> float:
-        """Mean 3D tip error magnitude implied by the model (Monte-Carlo free estimate)."""
+        """Mean 3D tip error magnitude implied by the model (exact for equal sds)."""
         lat, dep = self.tip_lateral_sd_mm, self.tip_depth_sd_mm
         if abs(lat - dep) < 1e-9:
             return lat * 2.0 * math.sqrt(2.0 / math.pi)
-        return math.sqrt(2 * lat ** 2 + dep ** 2) * 0.92  # close enough for unequal sds (display only)
+        g = np.random.default_rng(0).standard_normal((200_000, 3)) * np.array([lat, lat, dep])
+        return float(np.linalg.norm(g, axis=1).mean())
 
 
 # ----------------------------------------------------------------------------- results
@@ -400,9 +401,10 @@ class PathPlanner:
         return float(g.labels.index_to_lps(idx.mean(axis=0))[0])
 
     def _target_split_x(self) -> float:
-        """x that separates left and right tips: the aorta's centre if present, else midline."""
+        """x that separates left and right tips: the aortic centre at the target levels when
+        the preset says so (periaortic targets) and an aorta is labelled, else the midline."""
         g = self.geometry
-        if g.has("aorta"):
+        if self.preset.split_tips_at == "aorta" and g.has("aorta"):
             tmask = g.mask(self.preset.target)
             zs = np.nonzero(tmask.any(axis=(1, 2)))[0]
             amask = g.mask("aorta")[zs.min():zs.max() + 1]
@@ -885,7 +887,7 @@ def sides_for(preset: Preset) -> tuple[str, ...]:
     return (preset.side,)
 
 
-__all__: Iterable[str] = (
+__all__ = (
     "PlacementError", "PathMetrics", "CandidateSet", "SkinSurface", "PathPlanner", "skin_surface",
     "body_mask", "segment_distance", "pareto_fronts", "farthest_points", "needles_clash", "sides_for",
 )
