@@ -302,11 +302,16 @@ def build_plan(image: Volume, labels: Volume, procedure: str, case: str = "case"
     from planner.presets import get_preset
     from planner.spread import (ENCASED_CONTACT_FRACTION, celiac_axis_encased, celiac_contact_fraction,
                                 celiac_origin_lps, estimate_spread)
-    from planner.trajectory import PathPlanner, PlacementError, sides_for
+    from planner.trajectory import PathPlanner, PlacementError, sides_for, single_frame, target_frame
 
     preset = get_preset(procedure)
     check_same_grid(image, labels)
     labels = _with_targets(labels, preset.target)
+    frame_note: dict[str, Any] = {}
+    if preset.in_plane and labels.shape[0] > 1:  # a cine: plan in the frame showing most of the target
+        frame = target_frame(labels, preset.target)
+        image, labels = single_frame(image, frame), single_frame(labels, frame)
+        frame_note = {"frame": frame}
     t0 = time.perf_counter()
     geometry = CaseGeometry(labels=labels, image=image)
     planner = PathPlanner(geometry, preset, error_model=error_model or PlacementError(), seed=seed)
@@ -365,6 +370,7 @@ def build_plan(image: Volume, labels: Volume, procedure: str, case: str = "case"
                "celiac_axis_encased_rule": f"tumour contact >= {ENCASED_CONTACT_FRACTION:g} of the celiac trunk "
                                            "circumference (stricter radiological encasement: > 0.5)"}
     stats["seconds_total"] = round(time.perf_counter() - t0, 3)
+    stats.update(frame_note)
     return Plan(
         case=case, procedure=preset.name, approach=preset.approach, bilateral=preset.bilateral,
         celiac_axis_encased=celiac_axis_encased(geometry), spread=spread_dict,

@@ -37,6 +37,7 @@ Coordinates: entries and targets are patient LPS mm (x left, y posterior, z supe
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ from planner.anatomy import Tissue, structure
 from planner.distance import CaseGeometry, sample_trilinear
 from planner.errors import PlanError
 from planner.presets import Preset, get_preset
+from planner.volume import Volume
 
 REASONS = ("feasible", "too long for the longest needle", "gantry angle above the preset maximum",
            "skin angle above the preset maximum", "in-plane angle above the preset maximum",
@@ -329,6 +331,20 @@ def skin_surface(geometry: CaseGeometry, smooth_mm: float = 4.0) -> SkinSurface:
     return SkinSurface(lps=lps, index_zyx=idx.astype(float), normals=normals, tree=cKDTree(lps))
 
 
+def single_frame(volume: Volume, frame: int) -> Volume:
+    """One frame ``[frame]`` of a cine (ultrasound) as a one-slice volume at the same place."""
+    if not 0 <= frame < volume.shape[0]:
+        raise PlanError(f"frame {frame} is outside the {volume.shape[0]} frames of the image")
+    origin = tuple(float(v) for v in volume.index_to_lps(np.array([frame, 0.0, 0.0])))
+    return dataclasses.replace(volume, array=volume.array[frame:frame + 1], origin=origin, display_rgb=None)
+
+
+def target_frame(labels: Volume, target: str) -> int:
+    """The frame of a cine holding the most target voxels (where an in-plane plan is made)."""
+    counts = (labels.array == structure(target).label).sum(axis=(1, 2))
+    return int(np.argmax(counts))
+
+
 # ----------------------------------------------------------------------------- planner
 class PathPlanner:
     """Plans and evaluates straight needle paths for one case and one preset.
@@ -358,6 +374,9 @@ class PathPlanner:
             raise PlanError(
                 f"target region {self.preset.target!r} of preset {self.preset.name!r} is empty in the label map; "
                 "derive the target regions (planner.targets.add_targets) or check the segmentation")
+        if self.preset.in_plane and labels.shape[0] > 1:
+            raise PlanError(f"preset {self.preset.name!r} plans in one image plane but the labels have "
+                            f"{labels.shape[0]} frames: pass one frame (planner.trajectory.single_frame)")
         self.oars = geometry.organs_at_risk()
         self.forbidden = tuple(n for n in self.oars if not self.preset.is_crossable(n))
         # bone and discs may be touched (needles are walked off the vertebral body): a path is
@@ -466,8 +485,7 @@ class PathPlanner:
     def _probe_entries(self) -> tuple[np.ndarray, np.ndarray]:
         """Ultrasound in-plane: entries on the probe face (top row) at its two lateral edges."""
         labels = self.geometry.labels
-        counts = (labels.array == structure(self.preset.target).label).sum(axis=(1, 2))
-        frame = int(np.argmax(counts))
+        frame = target_frame(labels, self.preset.target)
         nx = labels.shape[2]
         edge = max(int(round(self.preset.probe_edge_mm / labels.spacing[2])), 1)
         cols = np.r_[np.arange(0, min(edge, nx)), np.arange(max(nx - edge, 0), nx)]

@@ -301,3 +301,23 @@ def test_ultrasound_in_plane_entries_at_probe_edges_and_visibility():
     assert best.gantry_angle_deg is None
     across = planner.evaluate(np.array([0.0, 0.0, 0.0]), np.array([24.0, 14.0, 0.0]), robustness=False)
     assert "blood_vessel" in across.structures_crossed and not across.feasible
+
+
+def test_ultrasound_cine_is_planned_in_the_frame_showing_the_target():
+    from planner.plan import build_plan
+
+    spacing = (1.0, 0.1, 0.1)
+    x, y, _ = grid((1, 300, 400), spacing, (0.0, 0.0, 0.0))
+    frame = np.zeros((300, 400), dtype=np.int16)
+    frame[np.hypot(x[0] - 24.0, y[0] - 14.0) <= 3.0] = label_of("brachial_plexus")
+    lab = np.zeros((3, 300, 400), dtype=np.int16)
+    lab[1] = frame
+    lab[2][np.hypot(x[0] - 24.0, y[0] - 14.0) <= 1.0] = label_of("brachial_plexus")
+    us = Volume(array=np.zeros(lab.shape, np.float32), spacing=spacing, origin=(0.0, 0.0, 0.0), modality="US")
+    labels = us.with_array(lab)
+    with pytest.raises(PlanError, match="one image plane"):
+        PathPlanner(CaseGeometry(labels=labels, image=us), "supraclavicular_us_inplane")
+    plan = build_plan(us, labels, "supraclavicular_us_inplane")
+    assert plan.search["frame"] == 1 and plan.feasible
+    assert plan.primary[0].entry_lps_mm[2] == pytest.approx(1.0)  # z of frame 1
+    assert plan.spread["quadrants"] == 0 and plan.celiac_axis_encased is None
