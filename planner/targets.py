@@ -96,6 +96,12 @@ def _free_labels() -> list[int]:
     return [0, label_of("body")] + [label_of(n) for n in TARGET_NAMES]
 
 
+def _free_mask(arr: np.ndarray) -> np.ndarray:
+    lut = np.zeros(max(int(arr.max(initial=0)), max(_free_labels())) + 1, dtype=bool)
+    lut[_free_labels()] = True
+    return lut[arr]
+
+
 # ============================================================================ geometry
 class _Axial:
     """Per-axis patient coordinates of an axis-aligned axial label grid."""
@@ -107,9 +113,11 @@ class _Axial:
                 "target rules need an axis-aligned axial label map (direction a signed "
                 f"identity), got direction {np.round(d, 3).tolist()}; resample the labels first")
         arr = np.asarray(labels.array)
-        if not (np.issubdtype(arr.dtype, np.integer) or np.all(np.mod(arr, 1) == 0)):
-            raise LabelMapError(f"a label map must hold integer labels, got dtype {arr.dtype}")
-        self.arr = arr.astype(np.int32, copy=False)
+        if not np.issubdtype(arr.dtype, np.integer):
+            if not np.all(np.mod(arr, 1) == 0):
+                raise LabelMapError(f"a label map must hold integer labels, got dtype {arr.dtype}")
+            arr = arr.astype(np.int32)
+        self.arr = arr
         known = {s.label for s in STRUCTURES} | {0}
         present = np.unique(self.arr)
         unknown = sorted(int(v) for v in present if int(v) not in known)
@@ -125,6 +133,7 @@ class _Axial:
         self.y = o[1] + d[1, 1] * sy * np.arange(ny)
         self.z = o[2] + d[2, 2] * sz * np.arange(nz)
         self.spacing = (sz, sy, sx)
+        self._free: np.ndarray | None = None
 
     def has(self, name: str) -> bool:
         return label_of(name) in self.present
@@ -133,7 +142,10 @@ class _Axial:
         return self.arr == label_of(name)
 
     def free(self) -> np.ndarray:
-        return np.isin(self.arr, _free_labels())
+        """Free soft tissue (computed once, by table look-up: fast on large maps)."""
+        if self._free is None:
+            self._free = _free_mask(self.arr)
+        return self._free
 
     def lps(self, idx: np.ndarray) -> np.ndarray:
         """(N, 3) integer [z, y, x] indices -> (N, 3) LPS mm."""
@@ -162,7 +174,7 @@ def _vertebral_body(ax: _Axial, level: str) -> np.ndarray | None:
     if not ax.has(name):
         return None
     m = ax.mask(name)
-    idx = np.argwhere(m)
+    idx = _indices(m)
     pts = ax.lps(idx)
     front = np.percentile(pts[:, 1], 1.0)
     xmid = np.median(pts[pts[:, 1] <= front + BODY_DEPTH_MM, 0])
@@ -177,15 +189,17 @@ def _branch_origin(ax: _Axial, branch: str, aorta: np.ndarray) -> np.ndarray:
     so a distal branch grazing the aorta does not move the origin), else of the branch
     voxels nearest to the aorta."""
     b = ax.mask(branch)
-    touch = b & ndimage.binary_dilation(aorta, structure=np.ones((3, 3, 3), bool))
+    crop = _crop(b, (1, 1, 1))  # only the branch's neighbourhood can touch it
+    offset = np.array([c.start for c in crop])
+    touch = b[crop] & ndimage.binary_dilation(aorta[crop], structure=np.ones((3, 3, 3), bool))
     if touch.any():
         comp, n = ndimage.label(touch, structure=np.ones((3, 3, 3), bool))
         if n > 1:
             sizes = np.bincount(comp.ravel())[1:]
             touch = comp == (int(np.argmax(sizes)) + 1)
-        return ax.lps(np.argwhere(touch)).mean(axis=0)
-    idx = np.argwhere(b)
-    a_pts = ax.lps(np.argwhere(aorta))
+        return ax.lps(np.argwhere(touch) + offset).mean(axis=0)
+    idx = _indices(b)
+    a_pts = ax.lps(_indices(aorta))
     b_pts = ax.lps(idx)
     from scipy.spatial import cKDTree
 
@@ -194,11 +208,25 @@ def _branch_origin(ax: _Axial, branch: str, aorta: np.ndarray) -> np.ndarray:
     return near.mean(axis=0)
 
 
-def _crop(mask: np.ndarray, margin: tuple[int, int, int]) -> tuple[slice, ...]:
-    idx = np.argwhere(mask)
-    lo = np.maximum(idx.min(axis=0) - margin, 0)
-    hi = np.minimum(idx.max(axis=0) + np.asarray(margin) + 1, mask.shape)
-    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+def _crop(mask: np.ndarray, margin: tuple[int, int, int] = (0, 0, 0)) -> tuple[slice, ...]:
+    """Bounding box of a non-empty mask grown by ``margin`` voxels (projections, no
+    index arrays: cheap on large maps)."""
+    out = []
+    for axis in range(3):
+        others = tuple(a for a in range(3) if a != axis)
+        hit = np.flatnonzero(mask.any(axis=others))
+        lo = max(int(hit[0]) - margin[axis], 0)
+        hi = min(int(hit[-1]) + margin[axis] + 1, mask.shape[axis])
+        out.append(slice(lo, hi))
+    return tuple(out)
+
+
+def _indices(mask: np.ndarray) -> np.ndarray:
+    """(N, 3) [z, y, x] indices of a mask, found inside its bounding box."""
+    if not mask.any():
+        return np.zeros((0, 3), dtype=int)
+    box = _crop(mask)
+    return np.argwhere(mask[box]) + np.array([b.start for b in box])
 
 
 # ============================================================================ rules
@@ -274,9 +302,9 @@ def _celiac(ax: _Axial, out: TargetRegions) -> np.ndarray:
     in_band = np.zeros(aorta.shape, bool)
     in_band[zsel] = aorta[zsel]
     crop = _crop(in_band, margin)
-    dist = np.full(aorta.shape, np.inf)
-    dist[crop] = ndimage.distance_transform_edt(~aorta[crop], sampling=ax.spacing)
-    near = (dist > 0) & (dist <= CELIAC_MAX_DISTANCE_MM) & ax.free()
+    dist = ndimage.distance_transform_edt(~aorta[crop], sampling=ax.spacing)
+    near = np.zeros(aorta.shape, bool)
+    near[crop] = (dist > 0) & (dist <= CELIAC_MAX_DISTANCE_MM) & ax.free()[crop]
     # ... and the direction from the aortic centre of each slice (0 = straight anterior)
     mask = np.zeros(aorta.shape, bool)
     X, Y = ax.x[None, :], ax.y[:, None]
@@ -339,7 +367,7 @@ def _shp(ax: _Axial, out: TargetRegions) -> np.ndarray:
     spine = np.zeros(aorta.shape, bool)
     for n in parts:
         spine |= ax.mask(n)
-    spine_x = float(np.median(ax.lps(np.argwhere(spine))[:, 0]))
+    spine_x = float(np.median(ax.lps(_indices(spine))[:, 0]))
     iliac = ax.mask("iliac_arteries") if ax.has("iliac_arteries") else np.zeros_like(aorta)
     free = ax.free()
     mask = np.zeros(aorta.shape, bool)
@@ -372,7 +400,7 @@ def _splanchnic(ax: _Axial, out: TargetRegions) -> np.ndarray:
     if lo_cut or hi_cut:
         out.notes[name] = "the T12 body is cut by the edge of the field; zone covers the part in view"
     out.z_ranges[name] = (z_lo, z_hi)
-    pts = ax.lps(np.argwhere(body))
+    pts = ax.lps(_indices(body))
     out.landmarks["T12_centre"] = tuple(float(v) for v in pts.mean(axis=0))
     crus = ax.mask("diaphragm_crura") if ax.has("diaphragm_crura") else None
     free = ax.free()
@@ -400,7 +428,7 @@ def _splanchnic(ax: _Axial, out: TargetRegions) -> np.ndarray:
         retro = np.where(has_crus, rho < inner[tbin], d_b <= SPLANCHNIC_NO_CRUS_MM)
         mask[k] = cand & retro
     if mask.any():
-        sides = ax.lps(np.argwhere(mask))[:, 0] - float(pts[:, 0].mean())
+        sides = ax.lps(_indices(mask))[:, 0] - float(pts[:, 0].mean())
         missing = [s for s, n in (("left", (sides > 0).sum()), ("right", (sides < 0).sum())) if n == 0]
         if missing:
             out.notes[name] = (out.notes.get(name, "") + f" no free retrocrural tissue on the "
@@ -470,7 +498,7 @@ def add_targets(labels: Volume, which: Iterable[str] | None = None,
     """
     regions = derive_targets(labels, which) if regions is None else regions
     arr = np.array(labels.array, copy=True)
-    free = np.isin(arr, _free_labels())
+    free = _free_mask(arr)
     for name, mask in regions.masks.items():
         arr[mask & free] = label_of(name)
     return labels.with_array(arr)
