@@ -396,26 +396,21 @@ def metrics_html(t: Any) -> str:
 
 
 def outcome_html(e: Any) -> str:
-    """Rich-text analgesia estimate: label, response, duration with intervals, contributions."""
-    lo, hi = e.relief_weeks_prediction_interval_80
-    mlo, mhi = e.median_relief_weeks_ci_80
-    rlo, rhi = e.p_response_interval_80
-    upper = "> 104" if hi is None else f"{hi:.0f}"
-    lines = [f'<span style="color:#e0a040"><i>{html.escape(e.label)}</i></span>',
-             f"Initial response: <b>{100 * e.p_response:.0f}%</b> (80% interval {100 * rlo:.0f}-{100 * rhi:.0f}%)",
-             f"Relief if response: median <b>{e.median_relief_weeks:.1f} weeks</b>, 80% prediction interval "
-             f"<b>{lo:.0f}-{upper} weeks</b> (median 80% CI {mlo:.1f}-{mhi:.1f}; reference patient "
-             f"{e.reference_median_relief_weeks:.1f})",
-             "Still relieved (responds, alive): " + ", ".join(
-                 f"{tp.weeks:.0f} wk {100 * tp.p_relieved:.0f}%" for tp in e.timepoints)]
-    if e.contributions:
-        parts = [f"{html.escape(c.description)} (median x{c.median_factor:.2f})" for c in e.contributions[:6]]
-        lines.append("Contributions vs the reference patient: " + "; ".join(parts))
-    else:
-        lines.append("Contributions: none (the reference patient)")
+    """Rich text of an analgesia estimate: its own summary (planner.analgesia), warnings, contributions."""
+    lines = [html.escape(line) for line in e.summary().splitlines()]
+    if lines:  # the last line is the model's label and disclaimer
+        lines[-1] = f'<span style="color:#e0a040"><i>{lines[-1]}</i></span>'
+    lo, hi = e.median_relief_weeks_ci_80
+    lines.insert(2, f"(80% confidence interval of the median {lo:.1f}-{hi:.1f} weeks; reference patient "
+                    f"{e.reference_median_relief_weeks:.1f})")
     for w in e.warnings:
         lines.append(f'<span style="color:#ff9040">{html.escape(w)}</span>')
-    lines.append(f'<span style="color:#909090">{html.escape(e.disclaimer)} Model {html.escape(e.model_version)}.</span>')
+    if e.contributions:
+        parts = [f"{html.escape(c.description)}: median x{c.median_factor:.2f}, relief-loss HR "
+                 f"{c.relief_loss_hazard_ratio:.2f}" for c in e.contributions]
+        lines.append("<b>Contributions</b> (vs the reference patient): " + "; ".join(parts))
+    else:
+        lines.append("<b>Contributions</b>: none (the reference patient)")
     return "<br>".join(lines)
 
 

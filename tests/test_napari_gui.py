@@ -93,6 +93,7 @@ def test_whole_flow_open_labels_plan_drag_export_reload(make_napari_viewer, qtbo
     widget.table.selectRow(1 if len(plan.trajectories) > 1 else 0)
     shown = plan.trajectories[widget.session.selected]
     handles = viewer.layers[HANDLES_LAYER]
+    assert viewer.layers.selection.active is handles and handles.mode == "select"  # ready to drag
     np.testing.assert_allclose(widget.session.to_lps(handles.data), [shown.entry_lps_mm, shown.target_lps_mm],
                                atol=1e-6)
 

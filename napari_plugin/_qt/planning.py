@@ -9,6 +9,7 @@ segmentation worker.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -55,6 +56,7 @@ HANDLES_LAYER = "needle entry / target"
 CROSSING_LAYER = "needle on slice"
 PROJECTION_LAYER = "needle projection"
 SKIN_RISK_LAYER = "skin entry risk"
+PLANNED_LAYER = "planned paths"
 DISCLAIMER = "Research and education software, not a medical device."
 
 
@@ -487,12 +489,15 @@ class PlanningWidget(QWidget):
         if self.session.targets_derived:
             self._show_derived_targets()
         self._show_skin_risk()
+        self._show_planned_paths()
+        self._activate_handles()
         n = len(rows)
         self._say(f"{n} ranked path{'s' if n != 1 else ''} for {self.preset_combo.currentText()}. "
                   "Select a row; drag the entry or target point to adjust.")
         if n:
             self.table.selectRow(0)
             self.select_row(0)
+            self._activate_handles()
 
     def _show_derived_targets(self) -> None:
         """Show the target regions planner.targets derived (the labels had none)."""
@@ -665,6 +670,8 @@ class PlanningWidget(QWidget):
             return
         three_d = self.viewer.dims.ndisplay == 3
         self._labels_for_display(three_d)
+        if PLANNED_LAYER in self.viewer.layers:
+            self.viewer.layers[PLANNED_LAYER].visible = three_d
         if self.viewer.layers[NEEDLE_LAYER].visible != three_d:
             self.viewer.layers[NEEDLE_LAYER].visible = three_d
         for name in (PROJECTION_LAYER, CROSSING_LAYER):
@@ -713,6 +720,31 @@ class PlanningWidget(QWidget):
             projection.edge_color = color
             crossing.face_color = color
             crossing.current_face_color = color
+
+    def _activate_handles(self) -> None:
+        """Make the entry/target points the active layer, so that a drag moves them."""
+        if HANDLES_LAYER in self.viewer.layers:
+            handles = self.viewer.layers[HANDLES_LAYER]
+            self.viewer.layers.selection.active = handles
+            handles.mode = "select"
+
+    def _show_planned_paths(self) -> None:
+        """The plan's recommended needles (both sides of a bilateral plan), thin, in 3D."""
+        from napari_plugin._layers import plan_layer_data
+
+        assert self.session is not None and self.session.plan is not None
+        if PLANNED_LAYER in self.viewer.layers:
+            self.viewer.layers.remove(PLANNED_LAYER)
+        primary = [t for t in self.session.plan.trajectories if t.role == "primary"]
+        if not primary:
+            return
+        plan = dataclasses.replace(self.session.plan, trajectories=tuple(primary))
+        [(data, meta, _)] = plan_layer_data(plan, name=PLANNED_LAYER)
+        meta.update(edge_width=1.5, opacity=0.6, blending="translucent_no_depth",
+                    visible=self.viewer.dims.ndisplay == 3)
+        meta["metadata"] = {ROLE_KEY: "planned_paths"}  # not the plan layer the writer saves
+        layer = self.viewer.add_vectors(data, **meta)
+        layer.editable = False
 
     def _show_skin_risk(self) -> None:
         """Skin entry points coloured by the lowest risk reachable from them (grey: none feasible)."""
