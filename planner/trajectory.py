@@ -52,6 +52,7 @@ from planner.anatomy import Tissue, structure
 from planner.distance import CaseGeometry, sample_trilinear
 from planner.errors import PlanError
 from planner.presets import Preset, get_preset
+from planner.spread import celiac_origin_lps
 from planner.volume import Volume
 
 REASONS = ("feasible", "too long for the longest needle", "gantry angle above the preset maximum",
@@ -399,6 +400,8 @@ class PathPlanner:
         self._crop_hi = self._crop_lo + np.array([sd.array.shape for sd in self._oar_maps],
                                                  dtype=np.float32).reshape(-1, 3)
         self.midline_x = self._midline_x()
+        origin = celiac_origin_lps(geometry) if self.preset.weights.get("spread", 0.0) else None
+        self._celiac_z = None if origin is None else float(origin[2])
         self.is_2d = labels.shape[0] == 1
         self.skin = None if self.preset.in_plane else skin_surface(geometry)
         self._risk_scale = max(self.preset.preferred_clearance_mm - RISK_BASE_MARGIN_MM, 1.0)
@@ -617,12 +620,23 @@ class PathPlanner:
                             elapsed_s=time.perf_counter() - t0)
 
     # ------------------------------------------------------------------ ranking
+    def _below_celiac(self, tips_lps: np.ndarray) -> np.ndarray:
+        """1.0 for tips caudal to the celiac trunk origin (poorer spread, see planner.spread)."""
+        if self._celiac_z is None:
+            return np.zeros(len(tips_lps))
+        return (np.asarray(tips_lps)[:, 2] < self._celiac_z).astype(float)
+
     def score(self, cands: CandidateSet, rows: np.ndarray) -> np.ndarray:
-        """Weighted scalar used to order paths within a Pareto front (lower is better)."""
+        """Weighted scalar used to order paths within a Pareto front (lower is better).
+
+        The optional ``spread`` weight penalises tips below the celiac origin: a tip above it
+        gave four-quadrant spread in 58% vs 14% (Anesthesiology 1997;87:1301).
+        """
         w = self.preset.weights
         return (w.get("risk", 1.0) * cands.risk[rows]
                 + w.get("length", 0.3) * cands.length_mm[rows] / self.preset.max_path_mm
-                + w.get("angle", 0.3) * cands.angle_deg[rows] / 90.0)
+                + w.get("angle", 0.3) * cands.angle_deg[rows] / 90.0
+                + w.get("spread", 0.0) * self._below_celiac(cands.target_lps[rows]))
 
     def rank(self, cands: CandidateSet, k: int = 5, pool: int = 1000, max_fronts: int = 8) -> np.ndarray:
         """Row indices of a diverse top-``k``: Pareto fronts over (risk, length, angle), each
@@ -887,7 +901,8 @@ class PathPlanner:
         w = self.preset.weights
         angle = m.in_plane_angle_deg if self.preset.in_plane else m.skin_angle_deg
         return (w.get("risk", 1.0) * m.risk + w.get("length", 0.3) * m.length_mm / self.preset.max_path_mm
-                + w.get("angle", 0.3) * float(angle or 0.0) / 90.0)
+                + w.get("angle", 0.3) * float(angle or 0.0) / 90.0
+                + w.get("spread", 0.0) * float(self._below_celiac(np.array([m.target_lps_mm]))[0]))
 
 
 def needles_clash(a: PathMetrics, b: PathMetrics, clash_mm: float) -> bool:
