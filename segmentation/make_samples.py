@@ -193,8 +193,9 @@ def build_ct_case(case: SampleCase, folder: Path) -> None:
         "Phantom parameters: " + ", ".join(f"{k}={v}" for k, v in CT_PARAMS[case.name].items()) + ".",
     ]
     level = phantom.details.get("celiac_level") or phantom.params.celiac_level
+    faces = phantom.details.get("celiac_origin_faces")
     if level:
-        facts.append(f"Celiac trunk origin level: {level}.")
+        facts.append(f"Celiac trunk origin level: {level}" + (f" (origin faces the {faces})." if faces else "."))
     (folder / "case.md").write_text(_card(case, facts, names))
 
 
