@@ -6,12 +6,12 @@ runs :func:`segmentation.batch.run_batch` on a local cluster of 1, then 2 worker
 before the clock starts (the start-up is printed separately), so the figures are the
 steady-state rate of discovery + loading + inference + writing NIfTI/SEG/CSV.
 
-Model: ``--model BUNDLE`` (with its modality's registered pipeline), else the shipped CT
-bundle when there is one, else the tiny seeded random 3D UNet of the tests with its
-stand-in pipeline (``tests/_batch_fixture.py``): that measures orchestration, not a
-production model, and the output says which was used.
+Model: ``--model BUNDLE``, else the shipped CT bundle when there is one, else (``--tiny``
+or no shipped bundle) the tiny seeded random 3D UNet of the tests (``tests/_batch_fixture.py``,
+12 mm model grid): that measures orchestration, not a production model. All run through the
+production CT pipeline; the output says which model was used.
 
-    python benchmarks/bench_batch.py [--series 12] [--spacing 6] [--model BUNDLE]
+    python benchmarks/bench_batch.py [--series 12] [--spacing 6] [--model BUNDLE | --tiny]
 """
 
 from __future__ import annotations
@@ -27,32 +27,29 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 
-def _warm(model: str, sha256: str, pipeline: str | None) -> int:
-    """Load the model into this worker's cache (and import the pipeline module)."""
-    import importlib
-
+def _warm(model: str, sha256: str) -> int:
+    """Load the model into this worker's cache (and import the CT pipeline)."""
+    import segmentation.ct  # noqa: F401
     from segmentation.batch import _worker_bundle
 
     _worker_bundle(model, sha256, 1)
-    if pipeline:
-        importlib.import_module(pipeline.split(":")[0])
     return os.getpid()
 
 
-def _model(arg: str | None, tmp: Path) -> tuple[str, str | None, str]:
-    """(bundle folder, pipeline override or None, description)."""
+def _model(arg: str | None, tiny: bool, tmp: Path) -> tuple[str, str]:
+    """(bundle folder, description)."""
     from segmentation.bundle import default_bundle_path
     from segmentation.commands.segment import DEFAULT_BUNDLES
 
     if arg:
-        return arg, None, f"bundle {arg}"
-    if "CT" in DEFAULT_BUNDLES and default_bundle_path(DEFAULT_BUNDLES["CT"]).is_dir():
+        return arg, f"bundle {arg}"
+    if not tiny and "CT" in DEFAULT_BUNDLES and default_bundle_path(DEFAULT_BUNDLES["CT"]).is_dir():
         path = default_bundle_path(DEFAULT_BUNDLES["CT"])
-        return str(path), None, f"shipped CT bundle {path.name}"
+        return str(path), f"shipped CT bundle {path.name}"
     import _batch_fixture as fx
 
     bundle = fx.write_tiny_bundle(tmp / "tiny_ct_test", seed=0)
-    return str(bundle.root), fx.PIPELINE, "tiny seeded random 3D UNet + stand-in pipeline (orchestration only)"
+    return str(bundle.root), "tiny seeded random 3D UNet, 12 mm grid (orchestration only)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,10 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--series", type=int, default=12, help="number of phantom series")
     parser.add_argument("--spacing", type=float, default=6.0, help="isotropic phantom spacing, mm")
     parser.add_argument("--model", default=None, help="bundle folder (default: shipped CT bundle or the tiny test one)")
+    parser.add_argument("--tiny", action="store_true", help="use the tiny test bundle even when a CT bundle is shipped")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench_batch_") as tmp_name:
         tmp = Path(tmp_name)
-        model, pipeline, what = _model(args.model, tmp)
+        model, what = _model(args.model, args.tiny, tmp)
         sha = str(read_bundle(model).ours["model_sha256"])
         seeds = list(range((args.series + 1) // 2))  # two slabs (series) per phantom
         folders = fx.write_phantom_series(tmp / "archive", seeds, crops=2, spacing_mm=args.spacing)
@@ -83,11 +81,10 @@ def main(argv: list[str] | None = None) -> int:
             with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                               dashboard_address=None, silence_logs=logging.ERROR) as cluster, Client(cluster) as c:
                 c.wait_for_workers(workers)
-                c.run(_warm, model, sha, pipeline)
+                c.run(_warm, model, sha)
                 startup = time.perf_counter() - t0
                 t1 = time.perf_counter()
-                summary = run_batch(tmp / "archive", tmp / f"out_{workers}", model=model, client=c,
-                                    pipeline=pipeline, progress=False)
+                summary = run_batch(tmp / "archive", tmp / f"out_{workers}", model=model, client=c, progress=False)
                 wall = time.perf_counter() - t1
             if summary.done != summary.selected:
                 print(f"  {workers} worker(s): {len(summary.failed)} series failed: {summary.failed[:1]}")

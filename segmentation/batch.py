@@ -405,7 +405,9 @@ class _LoadedBundle(Bundle):
 
     network: Any = None
 
-    def load_network(self) -> Any:
+    def load_network(self, expected_sha256: str | None = None) -> Any:
+        if expected_sha256 and expected_sha256 != self.ours.get("model_sha256"):
+            raise ModelError(f"{self.weights_path}: sha256 does not match the expected {expected_sha256[:12]}...")
         return self.network
 
 

@@ -1,14 +1,11 @@
 """A tiny real MONAI bundle and small DICOM trees for the batch-runner tests and benchmark.
 
 The bundle is a 3D MONAI UNet with random but seeded weights, written with
-:func:`segmentation.bundle.write_bundle` and loaded (sha256-checked) like any shipped
-bundle. It is for testing orchestration (discovery, workers, ledger, outputs), not
-accuracy: its labels mean nothing anatomically.
-
-:func:`segment_volume` is the stand-in pipeline it runs through (passed to the batch as
-``pipeline="_batch_fixture:segment_volume"``): the network on a coarse copy of the CT
-(every n-th voxel so the grid is at most :data:`COARSE` voxels wide), labels repeated back
-onto the full grid. Kept tiny so a 20-series batch takes seconds.
+:func:`segmentation.bundle.write_bundle` in the CT bundle format (``plexus_planner``
+modality CT, model grid, HU window, window size) and run through the production CT
+pipeline (:func:`segmentation.ct.segment_volume`) on a coarse 12 mm grid with a 16-voxel
+window, so a 20-series batch takes seconds. It is for testing orchestration (discovery,
+workers, ledger, outputs), not accuracy: its labels mean nothing anatomically.
 """
 
 from __future__ import annotations
@@ -21,8 +18,8 @@ from typing import Any
 import numpy as np
 
 TINY_VOCABULARY = {"1": "liver", "2": "aorta", "3": "kidney_left"}
-COARSE = 48
-PIPELINE = "_batch_fixture:segment_volume"
+TINY_SPACING_MM = 12.0
+TINY_ROI = [16, 16, 16]
 
 
 def write_tiny_bundle(root: str | Path, seed: int = 0) -> Any:
@@ -38,37 +35,14 @@ def write_tiny_bundle(root: str | Path, seed: int = 0) -> Any:
     net = UNet(**spec)
     metadata = {"name": "tiny_ct_test", "version": "0.0.1",
                 "description": "random seeded weights: tests batch orchestration, not a segmentation model",
-                "plexus_planner": {"modality": "CT", "channel_vocabulary": TINY_VOCABULARY, "image_size": COARSE}}
+                "plexus_planner": {"modality": "CT", "channel_vocabulary": TINY_VOCABULARY,
+                                   "model_spacing_mm": TINY_SPACING_MM, "roi_size": TINY_ROI,
+                                   "hu_window": [-200.0, 300.0], "axcodes": "LPS"}}
     card = ("# tiny_ct_test\n\nA 3D MONAI UNet with random weights (torch seed %d). It exists to test the batch "
             "runner's orchestration; its labels carry no anatomical meaning.\n" % seed)
     return write_bundle(root, state_dict=net.state_dict(),
                         network_def={"_target_": "monai.networks.nets.UNet", **spec},
                         metadata=metadata, model_card=card, half=False)
-
-
-def segment_volume(volume: Any, bundle: Any, smooth_window: int = 1, batch_size: int = 16,
-                   progress: bool = False) -> Any:
-    """Stand-in CT pipeline: the bundle's network on a coarse copy, labels in the vocabulary."""
-    import torch
-
-    from planner.anatomy import label_of
-
-    array = np.asarray(volume.array, dtype=np.float32)
-    step = [max(1, int(np.ceil(n / COARSE))) for n in array.shape]
-    coarse = array[::step[0], ::step[1], ::step[2]]
-    pad = [(0, (-n) % 2) for n in coarse.shape]
-    x = np.pad(np.clip(coarse, -200.0, 300.0) / 250.0, pad, mode="edge")
-    with torch.no_grad():
-        logits = bundle.load_network()(torch.from_numpy(x)[None, None])
-    channels = logits[0].argmax(0).numpy()[:coarse.shape[0], :coarse.shape[1], :coarse.shape[2]]
-    full = channels
-    for axis, s in enumerate(step):
-        full = np.repeat(full, s, axis=axis)
-    full = full[:array.shape[0], :array.shape[1], :array.shape[2]]
-    lookup = np.zeros(1 + len(TINY_VOCABULARY), dtype=np.uint8)
-    for channel, name in TINY_VOCABULARY.items():
-        lookup[int(channel)] = label_of(name)
-    return volume.with_array(lookup[full])
 
 
 def write_phantom_series(out_dir: Path, seeds: list[int], crops: int = 1, spacing_mm: float = 8.0) -> list[Path]:

@@ -89,7 +89,7 @@ def test_two_worker_cluster_survives_a_killed_worker_and_rerun_recomputes_nothin
                 killed.append(pids[busy[0]])
                 os.kill(pids[busy[0]], signal.SIGKILL)
 
-        summary = run_batch(root, out, model=bundle.root, client=client, pipeline=fx.PIPELINE,
+        summary = run_batch(root, out, model=bundle.root, client=client,
                             progress=False, on_result=kill_a_busy_worker)
 
     assert killed, "no worker was busy to kill"
@@ -145,7 +145,7 @@ def test_two_worker_cluster_survives_a_killed_worker_and_rerun_recomputes_nothin
 
     # a rerun recomputes nothing: no cluster, every series from the ledger, outputs untouched
     before = _out_files(out / SERIES_DIR)
-    again = run_batch(root, out, model=bundle.root, pipeline=fx.PIPELINE, progress=False)
+    again = run_batch(root, out, model=bundle.root, progress=False)
     assert again.computed == 0 and again.reused == n_series + 1 and again.done == n_series
     assert json.loads((out / "manifest.json").read_text())["cluster"] == {}
     assert _out_files(out / SERIES_DIR) == before
@@ -165,7 +165,7 @@ def test_deidentified_outputs_carry_no_identifiers_and_consistent_uids(bundle, t
     root, out = tmp_path / "archive", tmp_path / "out"
     folders = fx.write_phantom_series(root, seeds=[5], crops=2)  # two series of one patient and study
     sources = {f: [pydicom.dcmread(p) for p in sorted(f.iterdir())] for f in folders}
-    summary = run_batch(root, out, model=bundle.root, client=threaded_client, pipeline=fx.PIPELINE,
+    summary = run_batch(root, out, model=bundle.root, client=threaded_client,
                         deidentify=True, progress=False, arguments={"input_dir": str(root), "out": str(out)})
     assert summary.done == 2 and not summary.failed
     with sqlite3.connect(out / LEDGER_NAME) as db:
@@ -203,16 +203,16 @@ def test_ledger_hash_detects_changed_inputs_and_failures_are_not_retried(bundle,
     root, out = tmp_path / "archive", tmp_path / "out"
     folders = fx.write_phantom_series(root, seeds=[2], crops=2)
     fx.add_bad_inputs(root)
-    first = run_batch(root, out, model=bundle.root, client=threaded_client, pipeline=fx.PIPELINE, progress=False)
+    first = run_batch(root, out, model=bundle.root, client=threaded_client, progress=False)
     assert first.done == 2 and len(first.failed) == 1
     # touching one file of one series changes its input hash: only that series is recomputed
     touched = sorted(folders[1].iterdir())[0]
     os.utime(touched, ns=(touched.stat().st_atime_ns, touched.stat().st_mtime_ns + 10**9))
-    second = run_batch(root, out, model=bundle.root, client=threaded_client, pipeline=fx.PIPELINE, progress=False)
+    second = run_batch(root, out, model=bundle.root, client=threaded_client, progress=False)
     assert second.computed == 1 and second.reused == 2  # the known failure is not retried
     assert [r for r in second.results if not r.get("reused")][0]["uid"] == \
         pydicom.dcmread(touched, stop_before_pixels=True).SeriesInstanceUID
-    third = run_batch(root, out, model=bundle.root, client=threaded_client, pipeline=fx.PIPELINE,
+    third = run_batch(root, out, model=bundle.root, client=threaded_client,
                       progress=False, retry_failed=True)
     assert third.computed == 1 and len(third.failed) == 1 and third.failed[0]["attempt"] == 2
 
@@ -262,7 +262,7 @@ def test_cli_batch_on_an_existing_scheduler(bundle, tmp_path, threaded_client, c
     fx.write_phantom_series(root, seeds=[3], crops=1, spacing_mm=12.0)
     (tmp_path / "rules.json").write_text(json.dumps({"modalities": ["CT"], "min_slices": 3}))
     argv = ["batch", str(root), "--out", str(out), "--model", str(bundle.root), "--rules", str(tmp_path / "rules.json"),
-            "--scheduler", threaded_client.scheduler.address, "--pipeline", fx.PIPELINE, "--no-progress"]
+            "--scheduler", threaded_client.scheduler.address, "--no-progress"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "1 series selected: 1 done (1 computed now, 0 from the ledger), 0 failed" in printed

@@ -36,8 +36,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="identify input files by path+size+mtime (default) or by their bytes")
     parser.add_argument("--retry-failed", action="store_true", help="run series that failed in an earlier run again")
     parser.add_argument("--ledger", default=None, help="ledger file (default DIR/ledger.sqlite)")
-    parser.add_argument("--pipeline", default=None,
-                        help="advanced: 'module:function' to run instead of the model modality's pipeline")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -49,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     arguments["input_dir"] = str(Path(args.input_dir))
     summary = run_batch(args.input_dir, args.out, model=args.model, rules=rules, workers=args.workers,
                         scheduler=args.scheduler, deidentify=args.deidentify, hash_mode=args.hash_mode,
-                        retry_failed=args.retry_failed, progress=not args.no_progress, pipeline=args.pipeline,
+                        retry_failed=args.retry_failed, progress=not args.no_progress,
                         ledger=args.ledger, arguments=arguments)
     print(f"{summary.selected} series selected: {summary.done} done ({summary.computed} computed now, "
           f"{summary.reused} from the ledger), {len(summary.failed)} failed, {len(summary.skipped)} skipped")

@@ -240,13 +240,19 @@ def write_outputs(out_dir: Path, image: Volume, labels: Volume, bundle: Any,
 
 
 def segment_series(volume: Volume, bundle: Any, out_dir: Path, *, smooth: int = 1, batch_size: int = 16,
-                   progress: bool = False, pipeline: str | None = None) -> tuple[Volume, list[Path]]:
+                   progress: bool = False, pipeline: str | None = None, **options: Any) -> tuple[Volume, list[Path]]:
     """The one-series pipeline shared by ``plexplan segment`` and ``plexplan batch``.
 
     Runs the bundle's pipeline on ``volume`` and writes every output into ``out_dir``
-    (see :func:`write_outputs`); returns the label volume and the files written.
+    (see :func:`write_outputs`); a CT label map first gets its rule-based target regions
+    (``targets.json``, :func:`write_volume_outputs`), as in ``plexplan segment``. Returns the
+    label volume and the files written. ``options`` go to the pipeline (CT: ``max_voxels``).
     """
-    labels = run_pipeline(bundle, volume, smooth, batch_size, progress=progress, pipeline=pipeline)
+    if bundle.modality == "CT":
+        labels = run_pipeline(bundle, volume, 1, min(batch_size, 4), progress=progress, pipeline=pipeline, **options)
+        labels, _, written = write_volume_outputs(out_dir, volume, labels, bundle)
+        return labels, written
+    labels = run_pipeline(bundle, volume, smooth, batch_size, progress=progress, pipeline=pipeline, **options)
     return labels, write_outputs(out_dir, volume, labels, bundle)
 
 
@@ -314,18 +320,29 @@ def write_outputs_atomically(out_dir: Path, *args: Any, **kwargs: Any) -> list[P
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def run_volume_labels(args: argparse.Namespace, path: Path, volume: Volume, labels: Volume, bundle: Any,
-                      imported: Any = None) -> int:
-    """Targets by rule on a 3D label map (network or imported), then every output, then a summary."""
+def write_volume_outputs(out_dir: Path, volume: Volume, labels: Volume, bundle: Any, imported: Any = None,
+                         labels_from: str | None = None) -> tuple[Volume, dict[str, Any], list[Path]]:
+    """Targets by rule on a 3D label map (network or imported), then every output (atomically).
+
+    Returns the label map with its target regions, the targets report and the files written.
+    """
     from planner.label_import import reconcile_targets
 
     labels, targets = reconcile_targets(labels)
     extra: dict[str, Any] = {"targets.json": {"targets": targets}}
     if imported is not None:
-        extra["targets.json"]["imported"] = {"kind": imported.kind, "file": str(args.labels_from),
+        extra["targets.json"]["imported"] = {"kind": imported.kind, "file": str(labels_from),
                                              "mapped": imported.mapped, "unmapped": list(imported.unmapped)}
-    written = write_outputs_atomically(Path(args.out), volume, labels, bundle, extra_json=extra,
+    written = write_outputs_atomically(out_dir, volume, labels, bundle, extra_json=extra,
                                        source_name=None if imported is None else f"imported {imported.kind}")
+    return labels, targets, written
+
+
+def run_volume_labels(args: argparse.Namespace, path: Path, volume: Volume, labels: Volume, bundle: Any,
+                      imported: Any = None) -> int:
+    """Targets by rule on a 3D label map (network or imported), then every output, then a summary."""
+    labels, targets, written = write_volume_outputs(Path(args.out), volume, labels, bundle, imported,
+                                                    args.labels_from)
     present = [int(v) for v in np.unique(labels.array) if v]
     what = bundle.name if bundle is not None else f"{imported.kind} {Path(args.labels_from).name}"
     print(f"segmented {'x'.join(map(str, volume.shape))} voxels of {path.name} with {what}: "
