@@ -415,7 +415,8 @@ class PathPlanner:
     def _midline_x(self) -> float:
         """LPS x of the midline: spinal canal (or cord, or vertebrae), else the body centre."""
         g = self.geometry
-        for name in ("spinal_canal", "spinal_cord", "vertebra_L1", "vertebra_T12", "vertebra_L2", "vertebra_L4"):
+        for name in ("spinal_canal", "spinal_cord", "vertebra_L1", "vertebra_T12", "vertebra_L2", "vertebra_L4",
+                     "vertebrae"):
             if g.has(name):
                 idx = np.argwhere(g.mask(name))
                 return float(g.labels.index_to_lps(idx.mean(axis=0))[0])
