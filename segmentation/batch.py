@@ -674,7 +674,8 @@ def run_batch(input_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str]
         with the run as a whole (no input folder, no model, output folder in use).
     """
     t_start = time.perf_counter()
-    out = Path(out_dir)
+    out = Path(out_dir).absolute()  # workers of a remote cluster need absolute paths
+    input_dir = Path(input_dir).absolute()
     if int(workers) < 1:
         raise PlannerError(f"--workers must be >= 1, got {workers}")
     bundle = _resolve_model(model, rules)

@@ -7,6 +7,7 @@ these tests check orchestration, not segmentation accuracy.
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 import os
 import signal
@@ -190,6 +191,11 @@ def test_deidentified_outputs_carry_no_identifiers_and_consistent_uids(bundle, t
         assert seg.file_meta.MediaStorageSOPInstanceUID == seg.SOPInstanceUID
         seg_study.add(seg.StudyInstanceUID)
         _check_seg_matches_nifti(series_dir, None)
+        for other in series_dir.iterdir():  # NIfTI, JSON, CSV: no identifier in their bytes either
+            if other.name != "seg.dcm":
+                data = other.read_bytes() if other.suffix != ".gz" else gzip.decompress(other.read_bytes())
+                for identifier in (str(first.PatientName), first.PatientID, first.SeriesInstanceUID):
+                    assert identifier.encode() not in data
     assert seg_study == {uid_map(sources[folders[0]][0].StudyInstanceUID)}  # same study -> same new UID
     # batch reports: new UIDs only, no input paths
     for name in ("structures.csv", "skipped.csv", "manifest.json"):
@@ -265,11 +271,11 @@ def test_cli_batch_on_an_existing_scheduler(bundle, tmp_path, threaded_client, c
             "--scheduler", threaded_client.scheduler.address, "--no-progress"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    assert "1 series selected: 1 done (1 computed now, 0 from the ledger), 0 failed" in printed
+    assert "1 series selected: 1 done, 0 failed (1 run now, 0 from the ledger)" in printed
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["cluster"]["scheduler"] == threaded_client.scheduler.address
     assert manifest["arguments"]["scheduler"] == threaded_client.scheduler.address
-    assert main(argv) == 0 and "0 computed now, 1 from the ledger" in capsys.readouterr().out
+    assert main(argv) == 0 and "(0 run now, 1 from the ledger)" in capsys.readouterr().out
     # problems with the run itself are one-line errors (exit 2): a missing model, a folder in use
     assert main(["batch", str(root), "--out", str(out), "--model", str(tmp_path / "nope")]) == 2
     assert "model bundle folder not found" in capsys.readouterr().err

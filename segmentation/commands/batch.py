@@ -49,8 +49,8 @@ def run(args: argparse.Namespace) -> int:
                         scheduler=args.scheduler, deidentify=args.deidentify, hash_mode=args.hash_mode,
                         retry_failed=args.retry_failed, progress=not args.no_progress,
                         ledger=args.ledger, arguments=arguments)
-    print(f"{summary.selected} series selected: {summary.done} done ({summary.computed} computed now, "
-          f"{summary.reused} from the ledger), {len(summary.failed)} failed, {len(summary.skipped)} skipped")
+    print(f"{summary.selected} series selected: {summary.done} done, {len(summary.failed)} failed "
+          f"({summary.computed} run now, {summary.reused} from the ledger); {len(summary.skipped)} skipped")
     for item in summary.skipped:
         print(f"skipped {item.kind} {item.uid or item.path}: {item.reason}" if not args.deidentify
               else f"skipped {item.kind}: {item.reason}")
