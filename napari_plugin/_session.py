@@ -15,14 +15,13 @@ import dataclasses
 import html
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from planner.errors import LabelMapError, PlanError, PlannerError
 from planner.volume import Volume
 
-ProgressCallback = Callable[[float, str], None]
 
 
 def _get(obj: Any, name: str, default: Any = None) -> Any:
@@ -133,8 +132,25 @@ class PlanningSession:
             from planner.trajectory import PathPlanner
 
             labels = self.ensure_targets()
-            self._planner = PathPlanner(CaseGeometry(labels=labels, image=self.image), self.preset)
+            image = self.image
+            frame = self.planning_frame()
+            if frame is not None:  # in-plane ultrasound: the plan is made in one frame of the cine
+                from planner.trajectory import single_frame
+
+                image, labels = single_frame(image, frame), single_frame(labels, frame)
+            self._planner = PathPlanner(CaseGeometry(labels=labels, image=image), self.preset)
         return self._planner
+
+    def planning_frame(self) -> int | None:
+        """The cine frame an in-plane preset plans in (the plan's, else planner's choice); else None."""
+        from planner.presets import get_preset
+        from planner.trajectory import target_frame
+
+        labels, preset = self._require()
+        if not preset.in_plane or labels.shape[0] == 1:
+            return None
+        recorded = (getattr(self.plan, "search", None) or {}).get("frame") if self.plan is not None else None
+        return int(recorded) if recorded is not None else target_frame(labels, get_preset(self.preset).target)
 
     def plan_now(self) -> Any:
         """The ranked plan (:func:`planner.plan.build_plan`) for the preset on the labels."""
@@ -422,16 +438,29 @@ def available_presets() -> list[tuple[str, str]]:
     return [(name, get_preset(name).display_name) for name in preset_names()]
 
 
-def available_bundles() -> list[tuple[str, Path]]:
-    """``(name, folder)`` of every MONAI bundle shipped in ``models/`` (metadata only, no torch)."""
+def available_bundles() -> list[tuple[str, Path, str]]:
+    """``(name, folder, modality)`` of every MONAI bundle shipped in ``models/`` (metadata only, no torch)."""
     from planner.resources import models_dir
-    from segmentation.bundle import METADATA
+    from segmentation.bundle import METADATA, read_bundle
 
     try:
         root = models_dir()
     except PlannerError:
         return []
-    return [(p.name, p) for p in sorted(root.iterdir()) if (p / METADATA).is_file()] if root.is_dir() else []
+    found = []
+    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        if (folder / METADATA).is_file():
+            try:
+                found.append((folder.name, folder, read_bundle(folder).modality))
+            except PlannerError:
+                continue  # a malformed bundle is reported when it is chosen by path, not listed
+    return found
+
+
+def marker_size_mm(volume: Volume) -> float:
+    """Display size of the needle handles: about 1.5% of the image extent, 0.8-6 mm."""
+    extent = max(n * s for n, s in zip(volume.shape, volume.spacing) if n > 1) if volume.array.size else 100.0
+    return float(np.clip(0.015 * extent, 0.8, 6.0))
 
 
 def read_label_map(path: str | Path, reference: Volume) -> Volume:

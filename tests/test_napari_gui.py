@@ -235,15 +235,15 @@ def test_segment_an_ultrasound_cine_with_the_shipped_bundle(make_napari_viewer, 
     from napari_plugin._session import available_bundles
     from planner.anatomy import label_of
     from planner.samples import case_names
-    from segmentation.bundle import read_bundle
 
-    bundles = [path for _, path in available_bundles() if read_bundle(path).modality == "US"]
+    bundles = [path for _, path, modality in available_bundles() if modality == "US"]
     if not bundles or "supraclavicular_us" not in case_names():
         pytest.skip("no ultrasound bundle in models/ or no ultrasound sample case")
     viewer = make_napari_viewer()
     viewer.open_sample("plexus-planner", "supraclavicular_us")
     widget = PlanningWidget(viewer)
     assert widget.preset_combo.currentData() == "supraclavicular_us_inplane"
+    assert widget.bundle_combo.currentData() is not None and widget.segment_button.isEnabled()
     steps = []
     widget.progress.valueChanged.connect(steps.append)
     with qtbot.waitSignal(widget.segmented, timeout=PLAN_TIMEOUT_MS):
@@ -255,3 +255,26 @@ def test_segment_an_ultrasound_cine_with_the_shipped_bundle(make_napari_viewer, 
     assert set(np.unique(layer.data)) <= {0, label_of("brachial_plexus"), label_of("blood_vessel")}
     assert widget.labels_combo.currentText() == "segmentation" and widget.session.labels is not None
     assert len(set(steps)) >= 3  # progress moved in steps, not only at the end
+
+
+def test_ultrasound_in_plane_plan_is_evaluated_in_the_planned_frame(make_napari_viewer, qtbot):
+    from napari_plugin._qt.planning import PlanningWidget
+    from planner.samples import case_names
+
+    if "supraclavicular_us" not in case_names():
+        pytest.skip("no ultrasound sample case")
+    viewer = make_napari_viewer()
+    viewer.open_sample("plexus-planner", "supraclavicular_us")
+    widget = PlanningWidget(viewer)
+    with qtbot.waitSignal(widget.planned, timeout=PLAN_TIMEOUT_MS):
+        widget.plan()
+    plan = widget.session.plan
+    first = plan.trajectories[0]
+    again = widget.session.path_planner().evaluate(first.entry_lps_mm, first.target_lps_mm)
+    assert again.length_mm == pytest.approx(first.length_mm, abs=0.01)
+    assert again.feasible == first.feasible and again.risk == pytest.approx(first.risk, abs=1e-3)
+    # the needle lies in the planned frame of the cine, and the handles are small on a 38 mm image
+    frame = plan.search["frame"]
+    world = widget.session.trajectory_world(first)
+    np.testing.assert_allclose(widget.session.image.napari_to_index(world)[:, 0], frame, atol=1e-6)
+    assert viewer.layers["needle entry / target"].size[0] < 2.0

@@ -129,10 +129,9 @@ class PlanningWidget(QWidget):
         self.bundle_combo = QComboBox()
         self.bundle_combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
         self.bundle_combo.setMinimumContentsLength(12)
-        for name, path in available_bundles():
-            self.bundle_combo.addItem(name, str(path))
+        self._bundles = available_bundles()
         self.segment_button = QPushButton("Segment")
-        self.segment_button.setEnabled(self.bundle_combo.count() > 0)
+        self.segment_button.setEnabled(False)
         self.load_labels_button = QPushButton("Load label map…")
         row.addWidget(self.bundle_combo, 1)
         row.addWidget(self.segment_button)
@@ -312,6 +311,7 @@ class PlanningWidget(QWidget):
             layer = self._layer(self.image_combo.currentText())
             meta = layer.metadata if layer is not None else {}
             self._choose_preset(list(meta.get("presets") or []), volume.modality)
+            self._fill_bundles(volume.modality)
             self.session = PlanningSession(image=volume, preset=self.preset_combo.currentData(),
                                            case=str(meta.get("sample_case") or self.image_combo.currentText()))
             self._labels_changed()
@@ -330,6 +330,16 @@ class PlanningWidget(QWidget):
             self._say(f"Labels: {layer.name} ({len(np.unique(labels.array)) - 1} structures). Press Plan.")
         except PlannerError as exc:
             self._fail(str(exc))
+
+    def _fill_bundles(self, modality: str) -> None:
+        """Bundles for the image's modality (others would be refused by segmentation)."""
+        self.bundle_combo.clear()
+        for name, path, bundle_modality in self._bundles:
+            if bundle_modality == modality:
+                self.bundle_combo.addItem(f"{name} ({bundle_modality})", str(path))
+        if self.bundle_combo.count() == 0:
+            self.bundle_combo.addItem(f"no {modality} model in models/", None)
+        self.segment_button.setEnabled(self.bundle_combo.currentData() is not None)
 
     def _choose_preset(self, suggested: list[str], modality: str) -> None:
         """Default procedure: the case's first suggested preset, else one for the modality."""
@@ -432,7 +442,7 @@ class PlanningWidget(QWidget):
         self.progress.setValue(100)
         self.cancel_button.setEnabled(False)
         self.plan_button.setEnabled(True)
-        self.segment_button.setEnabled(self.bundle_combo.count() > 0)
+        self.segment_button.setEnabled(self.bundle_combo.currentData() is not None)
 
     def _worker_failed(self, exc: BaseException) -> None:
         self._finish()
@@ -583,19 +593,23 @@ class PlanningWidget(QWidget):
 
     # ================================================================ the needle
     def _ensure_needle_layers(self, path_world: np.ndarray) -> None:
+        from napari_plugin._session import marker_size_mm
+
+        assert self.session is not None
         vectors = _needle.as_vectors(path_world)
+        size = marker_size_mm(self.session.image)
         if NEEDLE_LAYER not in self.viewer.layers:
-            self.viewer.add_vectors(vectors, edge_width=2.5, edge_color=_needle.hex_color(True), vector_style="line",
+            self.viewer.add_vectors(vectors, edge_width=size / 2, edge_color=_needle.hex_color(True), vector_style="line",
                                     blending="translucent_no_depth", name=NEEDLE_LAYER,
                                     metadata={ROLE_KEY: "needle"})
         if PROJECTION_LAYER not in self.viewer.layers:
-            self.viewer.add_vectors(vectors, edge_width=1.2, edge_color=_needle.hex_color(True), vector_style="line",
+            self.viewer.add_vectors(vectors, edge_width=size / 4, edge_color=_needle.hex_color(True), vector_style="line",
                                     opacity=0.7, name=PROJECTION_LAYER, metadata={ROLE_KEY: "needle_projection"})
         if CROSSING_LAYER not in self.viewer.layers:
-            self.viewer.add_points(path_world[1:], size=7, symbol="ring", face_color=_needle.hex_color(True),
+            self.viewer.add_points(path_world[1:], size=1.4 * size, symbol="ring", face_color=_needle.hex_color(True),
                                    border_width=0, name=CROSSING_LAYER, metadata={ROLE_KEY: "needle_crossing"})
         if HANDLES_LAYER not in self.viewer.layers:
-            layer = self.viewer.add_points(path_world, size=5, face_color=["#40ff40", "#ffd700"],
+            layer = self.viewer.add_points(path_world, size=size, face_color=["#40ff40", "#ffd700"],
                                            border_color="white", border_width=0.1, name=HANDLES_LAYER,
                                            metadata={ROLE_KEY: "needle_handles"})
             layer.events.data.connect(self._handles_moved)
@@ -740,7 +754,9 @@ class PlanningWidget(QWidget):
             return
         plan = dataclasses.replace(self.session.plan, trajectories=tuple(primary))
         [(data, meta, _)] = plan_layer_data(plan, name=PLANNED_LAYER)
-        meta.update(edge_width=1.5, opacity=0.6, blending="translucent_no_depth",
+        from napari_plugin._session import marker_size_mm
+
+        meta.update(edge_width=marker_size_mm(self.session.image) / 4, opacity=0.6, blending="translucent_no_depth",
                     visible=self.viewer.dims.ndisplay == 3)
         meta["metadata"] = {ROLE_KEY: "planned_paths"}  # not the plan layer the writer saves
         layer = self.viewer.add_vectors(data, **meta)
@@ -757,7 +773,10 @@ class PlanningWidget(QWidget):
         if found is None:
             return
         points, risk = found
-        self.viewer.add_points(points, features={"risk": risk}, face_color=risk_colors(risk), size=3.0,
+        from napari_plugin._session import marker_size_mm
+
+        self.viewer.add_points(points, features={"risk": risk}, face_color=risk_colors(risk),
+                               size=0.6 * marker_size_mm(self.session.image),
                                border_width=0, opacity=0.8, name=SKIN_RISK_LAYER,
                                metadata={ROLE_KEY: "skin_risk"})
         self.viewer.layers[SKIN_RISK_LAYER].editable = False
