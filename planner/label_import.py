@@ -277,8 +277,11 @@ def reconcile_targets(labels: Volume) -> tuple[Volume, dict[str, dict[str, objec
     try:
         regions = derive_targets(base_vol)
         rule_masks, messages = regions.masks, dict(regions.messages)
-    except LabelMapError as exc:
-        rule_masks, messages = {}, {n: str(exc) for n in TARGET_NAMES}
+    except LabelMapError as exc:  # "no target region could be derived: name: reason; name: reason"
+        rule_masks = {}
+        text = str(exc).split(": ", 1)[-1]
+        messages = {n: next((part for part in text.split("; ") if part.startswith(n + ":")), str(exc))
+                    for n in TARGET_NAMES}
     out = np.array(base, copy=True)
     free = (out == 0) | (out == body)
     report: dict[str, dict[str, object]] = {}
@@ -300,3 +303,94 @@ def reconcile_targets(labels: Volume) -> tuple[Volume, dict[str, dict[str, objec
             entry["source"] = "none"
         report[name] = entry
     return labels.with_array(out), report
+
+
+#: vertebral levels named upwards from the sacrum when levels are counted (T9 and above: bone_other)
+_LEVELS_UP = ("L5", "L4", "L3", "L2", "L1", "T12", "T11", "T10")
+BODY_DEPTH_MM = 30.0
+BODY_HALF_WIDTH_MM = 25.0
+
+
+def assign_vertebral_levels(labels: Volume) -> tuple[Volume, str]:
+    """Split a level-less ``vertebrae`` label into T10..L5 by counting bodies up from the sacrum.
+
+    Vertebral bodies (the front :data:`BODY_DEPTH_MM` of the spine near its midline) are
+    found as runs of slices separated by discs (slices where the body area drops below a
+    third of its median); runs much taller than the median body are split evenly. The
+    first body above the sacrum is L5. Every ``vertebrae`` voxel (posterior elements
+    included) takes the level of the nearest body along z; bodies above T10 become
+    ``bone_other``.
+
+    Returns:
+        (label map, message); unchanged with the reason when there is no sacrum to count
+        from, no vertebrae, or the grid is not axis-aligned.
+    """
+    from planner.anatomy import label_of, vertebra_name
+
+    arr = np.asarray(labels.array)
+    generic = arr == label_of("vertebrae")
+    if not generic.any():
+        return labels, "no level-less vertebrae to assign"
+    d = np.asarray(labels.direction, float)
+    if not np.allclose(np.abs(d), np.eye(3), atol=1e-3):
+        return labels, "vertebral levels not identified: the grid is not axis-aligned"
+    sacrum = arr == label_of("sacrum")
+    if not sacrum.any():
+        return labels, "vertebral levels not identified: no sacrum in view to count from"
+    sz, sy, sx = labels.spacing
+    z = labels.origin[2] + d[2, 2] * sz * np.arange(arr.shape[0])
+    y = labels.origin[1] + d[1, 1] * sy * np.arange(arr.shape[1])
+    x = labels.origin[0] + d[0, 0] * sx * np.arange(arr.shape[2])
+    kz, ky, kx = np.nonzero(generic)
+    # the body is what lies in front of the spinal canal (posterior elements bridge the discs);
+    # without a canal label, within BODY_DEPTH_MM of the spine's front over neighbouring slices
+    canal = arr == label_of("spinal_canal")
+    limit = np.full(arr.shape[0], np.nan)
+    cz, cy, _ = np.nonzero(canal)
+    if cz.size:
+        front = np.full(arr.shape[0], np.inf)
+        np.minimum.at(front, cz, y[cy])
+        have = np.isfinite(front)
+        limit = np.interp(np.arange(arr.shape[0]), np.nonzero(have)[0], front[have])
+    else:
+        front = np.full(arr.shape[0], np.inf)
+        np.minimum.at(front, kz, y[ky])
+        half = max(1, int(round(12.0 / sz)))
+        padded = np.pad(front, half, mode="edge")
+        limit = np.array([padded[k:k + 2 * half + 1].min() for k in range(arr.shape[0])]) + BODY_DEPTH_MM
+    x_mid = float(np.median(x[kx]))
+    body = (y[ky] < limit[kz]) & (np.abs(x[kx] - x_mid) <= BODY_HALF_WIDTH_MM)
+    area = np.bincount(kz[body], minlength=arr.shape[0]).astype(float)
+    top_sacrum = float(z[np.nonzero(sacrum.any(axis=(1, 2)))[0]].max())
+    order = np.argsort(z)
+    above = [k for k in order if z[k] > top_sacrum - 0.5 * sz]
+    positive = area[above][area[above] > 0]
+    if positive.size == 0:
+        return labels, "vertebral levels not identified: no vertebral body above the sacrum"
+    threshold = float(np.median(positive)) / 3.0
+    runs: list[list[int]] = []
+    current: list[int] = []
+    for k in above:
+        if area[k] > threshold:
+            current.append(k)
+        elif current:
+            runs.append(current)
+            current = []
+    if current:
+        runs.append(current)
+    if not runs:
+        return labels, "vertebral levels not identified: no vertebral body above the sacrum"
+    heights = np.array([len(r) for r in runs], float)
+    typical = float(np.median(heights))
+    split: list[list[int]] = []
+    for r in runs:
+        parts = max(1, int(round(len(r) / typical))) if len(r) > 1.6 * typical else 1
+        split.extend(list(chunk) for chunk in np.array_split(np.array(r), parts))
+    centres = np.array([float(np.mean(z[r])) for r in split])
+    names = [vertebra_name(lv) for lv in _LEVELS_UP] + ["bone_other"] * max(0, len(split) - len(_LEVELS_UP))
+    values = np.array([label_of(n) for n in names[:len(split)]])
+    nearest = np.abs(z[kz][:, None] - centres[None, :]).argmin(axis=1)
+    out = np.array(arr, copy=True)
+    out[kz, ky, kx] = values[nearest]
+    found = [n for n in names[:len(split)] if n != "bone_other"]
+    return labels.with_array(out), f"vertebral levels counted up from the sacrum: {', '.join(found)}"

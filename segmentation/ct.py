@@ -650,7 +650,9 @@ def segment_ct(volume: Volume, network: torch.nn.Module, spec: CTSpec | None = N
 
     Steps (MONAI): Orientation to ``spec.axcodes``, Spacing to ``spec.spacing_mm`` (bilinear),
     HU window, sliding-window inference, argmax, post-processing on the model grid, and
-    SpatialResample (nearest) back onto the input grid.
+    SpatialResample (nearest) back onto the input grid; then vertebral levels counted up from
+    the sacrum (:func:`planner.label_import.assign_vertebral_levels`) when the model has a
+    level-less ``vertebrae`` class.
     """
     from monai.data import MetaTensor
     from monai.transforms import Orientation, Spacing, SpatialResample
@@ -663,10 +665,8 @@ def segment_ct(volume: Volume, network: torch.nn.Module, spec: CTSpec | None = N
     img = Orientation(axcodes=spec.axcodes)(img)
     img = Spacing(pixdim=spec.spacing_mm, mode="bilinear", padding_mode="border")(img)
     channels = predict_channels(network.eval(), img[0].as_tensor(), progress=progress, spec=spec).numpy()
-    lut = channel_to_vocabulary_lut(spec.channel_vocab)
-    if channels.max(initial=0) >= lut.size:
-        raise ModelError(f"the network predicted channel {int(channels.max())} but the bundle names only "
-                         f"{lut.size - 1} labels")
+    lut = channel_to_vocabulary_lut(spec.channel_vocab)  # channels without a vocabulary name -> 0
+    lut = np.concatenate([lut, np.zeros(max(0, int(channels.max(initial=0)) + 1 - lut.size), np.uint8)])
     labels = lut[channels]
     if spec.postprocess:
         single = [label_of(n) for n in SINGLE_COMPONENT if n in set(spec.channel_vocab.values())]
@@ -676,7 +676,13 @@ def segment_ct(volume: Volume, network: torch.nn.Module, spec: CTSpec | None = N
     back = SpatialResample(mode="nearest", padding_mode="zeros", dtype=torch.float32)(
         lab, dst_affine=ras, spatial_size=xyz.shape)
     arr = np.rint(np.asarray(back[0])).astype(np.uint8).transpose(2, 1, 0)
-    return volume.with_array(np.ascontiguousarray(arr))
+    out = volume.with_array(np.ascontiguousarray(arr))
+    if "vertebrae" in set(spec.channel_vocab.values()):
+        from planner.label_import import assign_vertebral_levels
+
+        out, message = assign_vertebral_levels(out)
+        out = dataclasses.replace(out, warnings=tuple(out.warnings) + (message,))
+    return out
 
 
 def segment_volume(volume: Volume, bundle: Any, smooth_window: int = 1, batch_size: int = 2,

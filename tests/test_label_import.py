@@ -124,3 +124,24 @@ def test_reconcile_targets_scores_predicted_targets_against_the_rule():
     assert report["celiac_plexus_region"]["source"] == "network"
     assert "aorta" in str(report["celiac_plexus_region"]["message"])
     assert (kept.array == label_of("celiac_plexus_region")).any()
+
+
+def test_vertebral_levels_are_counted_up_from_the_sacrum():
+    from planner.anatomy import VERTEBRAL_LEVELS, vertebra_name
+    from planner.label_import import assign_vertebral_levels
+    from segmentation.phantom_ct import make_ct_phantom
+
+    ph = make_ct_phantom(12, spacing_mm=(4.0, 4.0, 4.0))
+    arr = ph.labels.array
+    levels = [label_of(vertebra_name(lv)) for lv in VERTEBRAL_LEVELS if lv != "S1"]
+    generic = np.where(np.isin(arr, levels), label_of("vertebrae"), arr)
+    generic = np.where(np.isin(arr, range(label_of("disc_T10_T11"), label_of("disc_L5_S1") + 1)),
+                       label_of("body"), generic).astype(np.uint8)  # discs are body for the network
+    out, message = assign_vertebral_levels(ph.labels.with_array(generic))
+    spine = np.isin(arr, levels)
+    assert float((out.array[spine] == arr[spine]).mean()) > 0.9
+    assert "vertebra_L5" in message and label_of("vertebrae") not in out.array
+    no_sacrum = np.where(generic == label_of("sacrum"), label_of("body"), generic).astype(np.uint8)
+    same, message = assign_vertebral_levels(ph.labels.with_array(no_sacrum))
+    np.testing.assert_array_equal(same.array, no_sacrum)
+    assert "no sacrum" in message
