@@ -76,3 +76,17 @@ def test_importing_every_python_name_loads_neither_torch_nor_monai():
                          cwd=ROOT).stdout.split()
     loaded = [m for m in HEAVY if m in out]
     assert not loaded, f"plugin start-up imported {loaded}"
+
+
+def test_widget_start_up_work_loads_neither_torch_nor_monai():
+    """What the dock widget does when it opens (bundle list, presets, outcome form, a sample)."""
+    code = ("from napari_plugin._session import available_bundles, available_presets, clinical_fields\n"
+            "available_bundles(); available_presets(); clinical_fields()\n"
+            "from planner.samples import case_names\n"
+            "from napari_plugin._sample_data import sample_layers\n"
+            "[sample_layers(n) for n in case_names()[:1]]\n"
+            "import sys; print('\\n'.join(sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
+                         cwd=ROOT).stdout.split()
+    loaded = [m for m in HEAVY if m in out]
+    assert not loaded, f"widget start-up imported {loaded}"
