@@ -653,8 +653,8 @@ class PlanningWidget(QWidget):
             return
         if event is not None and str(getattr(event, "action", "changed")) not in ("changed", "ActionType.CHANGED"):
             return
-        if self._preparing is not None:
-            self._say("Preparing live evaluation (distance maps)… the path is evaluated when ready.")
+        if self._preparing is not None or self._worker is not None:
+            self._say("Busy (planning or preparing live evaluation)… the path is evaluated when ready.")
             return
         handles = self.viewer.layers[HANDLES_LAYER]
         data = np.asarray(handles.data, float)
