@@ -121,8 +121,10 @@ def volume_from_layer(data: Any, meta: dict[str, Any]) -> Volume:
     if isinstance(stored, Volume):
         return Volume(array=array, spacing=stored.spacing, origin=stored.origin, direction=stored.direction,
                       modality=stored.modality, source=stored.source)
-    scale = tuple(meta.get("scale") or (1.0, 1.0, 1.0))[-3:]
-    translate = tuple(meta.get("translate") or (0.0, 0.0, 0.0))[-3:]
+    scale = meta.get("scale")
+    translate = meta.get("translate")
+    scale = tuple(float(v) for v in (scale if scale is not None else (1.0, 1.0, 1.0)))[-3:]
+    translate = tuple(float(v) for v in (translate if translate is not None else (0.0, 0.0, 0.0)))[-3:]
     return Volume(array=array, spacing=scale, origin=(translate[2], translate[1], translate[0]))
 
 

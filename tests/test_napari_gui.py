@@ -278,3 +278,22 @@ def test_ultrasound_in_plane_plan_is_evaluated_in_the_planned_frame(make_napari_
     world = widget.session.trajectory_world(first)
     np.testing.assert_allclose(widget.session.image.napari_to_index(world)[:, 0], frame, atol=1e-6)
     assert viewer.layers["needle entry / target"].size[0] < 2.0
+
+
+def test_layers_from_another_reader_are_planned_in_mm(make_napari_viewer, qtbot, sample):
+    """A plain napari Image/Labels pair (no plugin metadata) is placed by its scale/translate."""
+    from napari_plugin._qt.planning import PlanningWidget
+
+    viewer = make_napari_viewer()
+    image, labels = sample.image, sample.labels
+    viewer.add_image(image.array, scale=image.spacing, translate=image.origin_zyx, name="plain CT")
+    viewer.add_labels(labels.array, scale=labels.spacing, translate=labels.origin_zyx, name="plain labels")
+    widget = PlanningWidget(viewer)
+    session = widget.session
+    assert session is not None and session.labels is not None and session.image.same_grid(image)
+    centre = image.index_to_lps((np.asarray(image.shape) - 1) / 2)
+    entry, target = centre + [40.0, 90.0, 10.0], centre + [10.0, 0.0, 0.0]
+    metrics = widget.set_path_world(image.lps_to_napari(entry), image.lps_to_napari(target))
+    assert widget.session is session  # the needle layers it added did not restart the session
+    np.testing.assert_allclose(metrics.entry_lps_mm, entry, atol=1e-6)
+    np.testing.assert_allclose(metrics.target_lps_mm, target, atol=1e-6)

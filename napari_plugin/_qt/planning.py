@@ -10,7 +10,6 @@ segmentation worker.
 from __future__ import annotations
 
 import dataclasses
-import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,8 +47,6 @@ from planner.errors import PlannerError
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
-
-log = logging.getLogger(__name__)
 
 NEEDLE_LAYER = "needle"
 HANDLES_LAYER = "needle entry / target"
@@ -299,8 +296,10 @@ class PlanningWidget(QWidget):
         stored = layer.metadata.get(VOLUME_KEY)
         if stored is not None and stored.shape == tuple(np.shape(layer.data)[:3]):
             return stored
-        return volume_from_layer(layer.data if not layer.rgb else np.asarray(layer.data).mean(-1),
-                                 {"scale": layer.scale, "translate": layer.translate, "metadata": layer.metadata})
+        volume = volume_from_layer(layer.data if not layer.rgb else np.asarray(layer.data).mean(-1),
+                                   {"scale": layer.scale, "translate": layer.translate, "metadata": layer.metadata})
+        layer.metadata[VOLUME_KEY] = volume  # a layer from another reader: keep one Volume for it
+        return volume
 
     def _image_changed(self, *_: Any) -> None:
         volume = self.image_volume()
