@@ -90,7 +90,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {workers} worker(s): {len(summary.failed)} series failed: {summary.failed[:1]}")
                 return 1
             rates[workers] = 60.0 * summary.done / wall
-            print(f"  {workers} worker(s): {summary.done} series in {wall:.1f} s = {rates[workers]:.1f} series/min "
+            task_s = [r["seconds"] for r in summary.results]
+            print(f"  {workers} worker(s): {summary.done} series in {wall:.1f} s = {rates[workers]:.1f} series/min; "
+                  f"task time mean {sum(task_s) / len(task_s):.2f} s, max {max(task_s):.2f} s "
                   f"(cluster start + model load {startup:.1f} s, not counted)")
         load = os.getloadavg()[0]
         print(f"  scaling ratio 2 vs 1 workers: {rates[2] / rates[1]:.2f}x (ideal 2.00x; {os.cpu_count()} cores, "
