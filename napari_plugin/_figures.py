@@ -1,7 +1,7 @@
 """Matplotlib drawings for the widget: the two needle reslices and the relief curve.
 
 They draw on a plain :class:`matplotlib.figure.Figure` (no Qt), so tests can render them
-to PNG. The images come from :mod:`napari_plugin._needle`; the outcome numbers come from
+to PNG. The images come from :mod:`planner.reslice`; the outcome numbers come from
 ``planner.analgesia`` through :class:`napari_plugin._session.PlanningSession`.
 """
 
@@ -15,6 +15,7 @@ from napari_plugin import _needle
 from napari_plugin._layers import CT_WINDOW
 from planner import anatomy
 from planner.errors import LabelMapError
+from planner.reslice import Reslice, reslice_along_needle, reslice_at_tip
 
 BACKGROUND = "#262930"
 FOREGROUND = "#e8e8e8"
@@ -51,10 +52,10 @@ def _window(image: np.ndarray, modality: str) -> tuple[float, float]:
 
 
 def draw_reslices(figure: Any, volume: Any, labels: Any, entry_lps: np.ndarray, target_lps: np.ndarray,
-                  feasible: bool) -> tuple[_needle.Reslice, _needle.Reslice]:
+                  feasible: bool) -> tuple[Reslice, Reslice]:
     """Draw the in-plane reslice along the needle (top) and the perpendicular one at the tip."""
-    along = _needle.reslice_along_needle(volume, entry_lps, target_lps, labels=labels)
-    tip = _needle.reslice_at_tip(volume, entry_lps, target_lps, labels=labels)
+    along = reslice_along_needle(volume, entry_lps, target_lps, labels=labels)
+    tip = reslice_at_tip(volume, entry_lps, target_lps, labels=labels)
     color = _needle.needle_color(feasible)
     vmin, vmax = _window(along.image, volume.modality)
     figure.clear()

@@ -3,17 +3,14 @@
 The needle is the straight segment from the skin entry to the target. In napari world
 coordinates (``[z, y, x]`` mm, see :mod:`napari_plugin._layers`) it is drawn as a 3D path;
 on a 2D slice the viewer shows where it crosses the slice plane (a marker) and its
-projection onto that plane. The reslices show the image along the needle (in-plane) and
-perpendicular to it at the tip, sampled from the volume with
-:func:`scipy.ndimage.map_coordinates` in patient LPS mm so rotated grids stay exact.
+projection onto that plane. The reslices along and across the needle are computed by
+:mod:`planner.reslice` (shared with the report).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-# the reslice maths lives in the pure core (the report uses it too); re-exported here
-from planner.reslice import Reslice, needle_basis, reslice_along_needle, reslice_at_tip  # noqa: F401
 from planner.volume import Volume
 
 #: RGBA colours of the needle: within every hard constraint, or breaking one

@@ -10,7 +10,7 @@ import pytest
 from napari_plugin import _layers, _needle
 from napari_plugin._reader import get_reader
 from napari_plugin._writer import write_labels_nifti, write_labels_seg
-from planner import anatomy
+from planner import anatomy, reslice
 from planner.anatomy import label_of
 from planner.errors import LabelMapError, PlannerError
 from planner.volume import Volume, load_nifti, save_nifti
@@ -169,12 +169,12 @@ def test_needle_world_matches_the_volume_conversion():
 
 
 def test_needle_basis_is_orthonormal_and_follows_the_needle():
-    d, u, v = _needle.needle_basis([0, 0, 0], [3.0, 4.0, 0.0])
+    d, u, v = reslice.needle_basis([0, 0, 0], [3.0, 4.0, 0.0])
     np.testing.assert_allclose(d, [0.6, 0.8, 0.0])
     basis = np.stack([d, u, v])
     np.testing.assert_allclose(basis @ basis.T, np.eye(3), atol=1e-12)
     with pytest.raises(ValueError):
-        _needle.needle_basis([1, 1, 1], [1, 1, 1])
+        reslice.needle_basis([1, 1, 1], [1, 1, 1])
 
 
 @pytest.mark.parametrize("deg", [0.0, 25.0])
@@ -187,8 +187,8 @@ def test_reslices_sample_the_volume_at_their_patient_positions(deg):
     coef = np.array([0.5, -1.0, 2.0])
     volume = grid.with_array(lps @ coef)
     entry, target = np.array([-5.0, -8.0, -3.0]), np.array([6.0, 9.0, 8.0])
-    along = _needle.reslice_along_needle(volume, entry, target, pixel_mm=1.0, half_width_mm=5.0, margin_mm=2.0)
-    tip = _needle.reslice_at_tip(volume, entry, target, pixel_mm=1.0, half_width_mm=5.0)
+    along = reslice.reslice_along_needle(volume, entry, target, pixel_mm=1.0, half_width_mm=5.0, margin_mm=2.0)
+    tip = reslice.reslice_at_tip(volume, entry, target, pixel_mm=1.0, half_width_mm=5.0)
     for rs in (along, tip):
         rows, cols = np.meshgrid(np.arange(rs.image.shape[0]), np.arange(rs.image.shape[1]), indexing="ij")
         expected = rs.pixel_to_lps(np.stack([rows, cols], axis=-1)) @ coef
@@ -200,7 +200,7 @@ def test_reslices_sample_the_volume_at_their_patient_positions(deg):
 def test_reslice_carries_labels_with_nearest_sampling(labels, ct):
     idx = np.argwhere(labels.array == label_of("aorta")).mean(axis=0)
     centre = ct.index_to_lps(idx)
-    rs = _needle.reslice_along_needle(ct, centre - [0, 0, 8.0], centre, labels=labels, pixel_mm=0.5,
+    rs = reslice.reslice_along_needle(ct, centre - [0, 0, 8.0], centre, labels=labels, pixel_mm=0.5,
                                       half_width_mm=3.0, margin_mm=1.0)
     assert rs.labels is not None and rs.labels.dtype == np.int32
     row, col = np.round(rs.needle_px[1]).astype(int)
