@@ -117,6 +117,21 @@ def test_whole_flow_open_labels_plan_drag_export_reload(make_napari_viewer, qtbo
     assert viewer.layers["needle projection"].edge_color[0][:3] == pytest.approx(
         np.array([int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5)]), abs=1e-6)
 
+    # a tip dragged into the aorta breaks a hard constraint: the needle turns red
+    from planner.anatomy import label_of
+
+    aorta = np.argwhere(sample.labels.array == label_of("aorta")).mean(axis=0)
+    into_aorta = np.array(handles.data, float)
+    into_aorta[1] = sample.image.index_to_napari(aorta)
+    with qtbot.waitSignal(widget.metrics_changed, timeout=5000):
+        handles.data = into_aorta
+    assert not widget.session.current.feasible and widget._feasible is False
+    assert any("aorta" in r for r in widget.session.current.reasons)
+    assert viewer.layers["needle projection"].edge_color[0][:3] == pytest.approx([1.0, 0.0, 0.0])
+    assert "Breaks a hard constraint" in widget.metrics_label.text()
+    with qtbot.waitSignal(widget.metrics_changed, timeout=5000):
+        handles.data = moved  # back to the adjusted path that is saved below
+
     # outcome: planner.analgesia with the plan-derived inputs, labelled as synthetic
     estimate = widget.predict_outcome()
     assert estimate is not None and "synthetic" in estimate.label
