@@ -8,7 +8,8 @@ and runs the one-series pipeline of ``plexplan segment``
 
 Layout of ``OUT_DIR``::
 
-    series/<SeriesInstanceUID>/   labels.nii.gz, labels.json, structures.csv, seg.dcm
+    series/<SeriesInstanceUID>/   labels.nii.gz, labels.json, structures.csv, targets.json, seg.dcm
+                                  (and rtstruct.dcm with ``rtstruct=True``)
     structures.csv                one row per (series, structure) of the whole batch
     skipped.csv                   every skipped series and file, with its reason
     manifest.json                 versions, model sha256, arguments, timings, failures
@@ -397,6 +398,7 @@ class TaskConfig:
     deidentify: bool = False
     uid_secret: str = ""
     torch_threads: int = 1
+    rtstruct: bool = False
 
 
 @dataclass(frozen=True)
@@ -482,12 +484,22 @@ def process_series(job: SeriesJob, cfg: TaskConfig, attempt: int = 1) -> dict[st
                              f"{bundle.modality} images")
         tmp.mkdir(parents=True)
         labels, written = segment_series(volume, bundle, tmp, pipeline=cfg.pipeline)
-        if cfg.deidentify and (tmp / "seg.dcm").exists():
-            _deidentify_file(tmp / "seg.dcm", UidMap(cfg.uid_secret))
+        notes = []
+        if cfg.rtstruct and volume.source is not None:
+            from planner.errors import LabelMapError
+            from segmentation.rtstruct import write_rtstruct
+
+            try:
+                written.append(write_rtstruct(labels, volume.source, tmp / "rtstruct.dcm", label=bundle.name))
+            except LabelMapError as exc:  # e.g. a resampled (tilted) series: slices are not the source's
+                notes.append(f"rtstruct.dcm not written: {exc}")
+        for dicom_out in ("seg.dcm", "rtstruct.dcm"):
+            if cfg.deidentify and (tmp / dicom_out).exists():
+                _deidentify_file(tmp / dicom_out, UidMap(cfg.uid_secret))
         rows = structure_statistics(volume, labels, name)
         _replace_folder(tmp, series_root / name)
         result.update(ok=True, rows=rows, files=sorted(p.name for p in written),
-                      warnings=list(volume.warnings), load_seconds=round(time.perf_counter() - t_load, 3))
+                      warnings=list(volume.warnings) + notes, load_seconds=round(time.perf_counter() - t_load, 3))
     except Exception as exc:  # a failing series is reported, never fatal to the batch
         shutil.rmtree(tmp, ignore_errors=True)
         result.update(ok=False, error=redact(_one_line(exc)))
@@ -653,7 +665,7 @@ def _write_csv(path: Path, fields: Sequence[str], rows: Iterable[Mapping[str, An
 def run_batch(input_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
               model: str | os.PathLike[str] | None = None, rules: Rules = Rules(), workers: int = 2,
               scheduler: str | None = None, client: Any = None, deidentify: bool = False,
-              hash_mode: str = "stat", retry_failed: bool = False, progress: bool = True,
+              rtstruct: bool = False, hash_mode: str = "stat", retry_failed: bool = False, progress: bool = True,
               pipeline: str | None = None, ledger: str | os.PathLike[str] | None = None,
               on_result: Callable[[dict[str, Any]], None] | None = None,
               arguments: Mapping[str, Any] | None = None) -> BatchSummary:
@@ -691,14 +703,14 @@ def run_batch(input_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str]
         book = Ledger(ledger or out / LEDGER_NAME)
         try:
             return _run_locked(Path(input_dir), out, book, bundle, model_sha, rules, workers, scheduler, client,
-                               deidentify, hash_mode, retry_failed, progress, pipeline, on_result, arguments,
-                               t_start)
+                               deidentify, rtstruct, hash_mode, retry_failed, progress, pipeline, on_result,
+                               arguments, t_start)
         finally:
             book.close()
 
 
 def _run_locked(input_dir: Path, out: Path, book: Ledger, bundle: Any, model_sha: str, rules: Rules,
-                workers: int, scheduler: str | None, client: Any, deidentify: bool, hash_mode: str,
+                workers: int, scheduler: str | None, client: Any, deidentify: bool, rtstruct: bool, hash_mode: str,
                 retry_failed: bool, progress: bool, pipeline: str | None,
                 on_result: Callable[[dict[str, Any]], None] | None, arguments: Mapping[str, Any] | None,
                 t_start: float) -> BatchSummary:
@@ -711,9 +723,11 @@ def _run_locked(input_dir: Path, out: Path, book: Ledger, bundle: Any, model_sha
                                f"modality {job.modality}: model {bundle.name} is for {bundle.modality} images"))
     jobs = [j for j in jobs if j.modality == bundle.modality]
     cfg = TaskConfig(out_dir=str(out.resolve()), model=str(Path(bundle.root).resolve()), model_sha256=model_sha,
-                     pipeline=pipeline, deidentify=deidentify, uid_secret=book.secret() if deidentify else "")
+                     pipeline=pipeline, deidentify=deidentify, uid_secret=book.secret() if deidentify else "",
+                     rtstruct=rtstruct)
     config_hash = hashlib.sha256(json.dumps({"model_sha256": model_sha, "deidentify": deidentify,
-                                             "pipeline": pipeline}, sort_keys=True).encode()).hexdigest()
+                                             "pipeline": pipeline, "rtstruct": rtstruct},
+                                            sort_keys=True).encode()).hexdigest()
     summary = BatchSummary(out_dir=out, selected=len(jobs), skipped=skipped)
     pending: list[SeriesJob] = []
     final: dict[str, dict[str, Any]] = {}
@@ -829,6 +843,7 @@ def _write_reports(out: Path, summary: BatchSummary, input_dir: Path, bundle: An
         "arguments": args,
         "input_dir": show_path(str(input_dir)),
         "rules": dataclasses.asdict(rules), "hash_mode": hash_mode, "deidentified": cfg.deidentify,
+        "rtstruct": cfg.rtstruct,
         "cluster": dict(cluster_info),
         "counts": {"selected": summary.selected, "computed": summary.computed, "reused": summary.reused,
                    "done": summary.done, "failed": len(summary.failed), "skipped": len(summary.skipped),

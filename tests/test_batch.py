@@ -63,8 +63,13 @@ def _check_seg_matches_nifti(series_dir: Path, source_uids: set[str] | None) -> 
     if source_uids is not None:
         assert referenced <= source_uids and referenced
     names = {str(seg.get_segment_description(n).segment_label) for n in seg.get_segment_numbers()}
-    assert names <= set(fx.TINY_VOCABULARY.values())
+    assert names <= set(fx.TINY_VOCABULARY.values()) | {"celiac_plexus_region", "splanchnic_nerve_zone",
+                                                        "superior_hypogastric_plexus_region"}
     assert np.array_equal(read_seg(series_dir / "seg.dcm", labels).array, labels.array)
+    if (series_dir / "rtstruct.dcm").exists():  # contours fill back to the same voxels
+        from planner.label_import import import_rtstruct
+
+        assert np.array_equal(import_rtstruct(series_dir / "rtstruct.dcm", labels).labels.array, labels.array)
 
 
 @pytest.mark.slow
@@ -166,7 +171,7 @@ def test_deidentified_outputs_carry_no_identifiers_and_consistent_uids(bundle, t
     root, out = tmp_path / "archive", tmp_path / "out"
     folders = fx.write_phantom_series(root, seeds=[5], crops=2)  # two series of one patient and study
     sources = {f: [pydicom.dcmread(p) for p in sorted(f.iterdir())] for f in folders}
-    summary = run_batch(root, out, model=bundle.root, client=threaded_client,
+    summary = run_batch(root, out, model=bundle.root, client=threaded_client, rtstruct=True,
                         deidentify=True, progress=False, arguments={"input_dir": str(root), "out": str(out)})
     assert summary.done == 2 and not summary.failed
     with sqlite3.connect(out / LEDGER_NAME) as db:
@@ -178,10 +183,12 @@ def test_deidentified_outputs_carry_no_identifiers_and_consistent_uids(bundle, t
         new_series = uid_map(first.SeriesInstanceUID)
         series_dir = out / SERIES_DIR / new_series
         seg = pydicom.dcmread(series_dir / "seg.dcm")
-        text = str(seg)
-        for identifier in (str(first.PatientName), first.PatientID, first.SeriesInstanceUID,
-                           first.StudyInstanceUID, first.FrameOfReferenceUID, first.StudyDate):
-            assert identifier not in text
+        rtstruct = pydicom.dcmread(series_dir / "rtstruct.dcm")
+        for text in (str(seg), str(rtstruct)):
+            for identifier in (str(first.PatientName), first.PatientID, first.SeriesInstanceUID,
+                               first.StudyInstanceUID, first.FrameOfReferenceUID, first.StudyDate):
+                assert identifier not in text
+        assert rtstruct.StudyInstanceUID == seg.StudyInstanceUID and rtstruct.PatientID == seg.PatientID
         assert seg.PatientIdentityRemoved == "YES" and seg.DeidentificationMethodCodeSequence[0].CodeValue == "113100"
         assert seg.PatientName == seg.PatientID == uid_map.pseudonym(first.PatientID)
         assert seg.FrameOfReferenceUID == uid_map(first.FrameOfReferenceUID)
@@ -192,7 +199,7 @@ def test_deidentified_outputs_carry_no_identifiers_and_consistent_uids(bundle, t
         seg_study.add(seg.StudyInstanceUID)
         _check_seg_matches_nifti(series_dir, None)
         for other in series_dir.iterdir():  # NIfTI, JSON, CSV: no identifier in their bytes either
-            if other.name != "seg.dcm":
+            if other.suffix != ".dcm":
                 data = other.read_bytes() if other.suffix != ".gz" else gzip.decompress(other.read_bytes())
                 for identifier in (str(first.PatientName), first.PatientID, first.SeriesInstanceUID):
                     assert identifier.encode() not in data

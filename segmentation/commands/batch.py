@@ -32,6 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--deidentify", action="store_true",
                         help="outputs without patient identifiers (DICOM PS3.15 basic profile); the ledger "
                              "keeps the key: do not share it")
+    parser.add_argument("--rtstruct", action="store_true",
+                        help="also write each series' structures as a DICOM RTSTRUCT (rtstruct.dcm)")
     parser.add_argument("--hash", dest="hash_mode", choices=("stat", "content"), default="stat",
                         help="identify input files by path+size+mtime (default) or by their bytes")
     parser.add_argument("--retry-failed", action="store_true", help="run series that failed in an earlier run again")
@@ -46,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     arguments = {k: v for k, v in vars(args).items() if not k.startswith("_")}
     arguments["input_dir"] = str(Path(args.input_dir))
     summary = run_batch(args.input_dir, args.out, model=args.model, rules=rules, workers=args.workers,
-                        scheduler=args.scheduler, deidentify=args.deidentify, hash_mode=args.hash_mode,
+                        scheduler=args.scheduler, deidentify=args.deidentify, rtstruct=args.rtstruct, hash_mode=args.hash_mode,
                         retry_failed=args.retry_failed, progress=not args.no_progress,
                         ledger=args.ledger, arguments=arguments)
     print(f"{summary.selected} series selected: {summary.done} done, {len(summary.failed)} failed "
