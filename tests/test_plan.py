@@ -170,12 +170,13 @@ def test_cli_plan_writes_plan_json(torso_case, tmp_path, capsys):
     assert "plan written" in capsys.readouterr().out
 
 
-def test_cli_plan_errors_are_clear(torso_case, tmp_path, capsys):
+def test_cli_plan_errors_are_clear(torso_case, tmp_path, capsys, monkeypatch):
     image, _ = torso_case
     img = save_nifti(image, tmp_path / "ct.nii.gz")
+    monkeypatch.setenv("PLANNER_MODELS_DIR", str(tmp_path / "no_models"))  # no CT bundle installed
     assert main(["plan", str(img), "--procedure", PROCEDURE, "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
-    assert "no CT segmentation model is bundled" in err and "--labels" in err
+    assert "no usable CT segmentation model" in err and "--labels" in err
     assert main(["plan", str(img), "--procedure", "nope", "--out", str(tmp_path / "o"), "--labels", str(img)]) == 2
     assert "unknown procedure preset 'nope'" in capsys.readouterr().err
     assert not (tmp_path / "o" / "plan.json").exists()
