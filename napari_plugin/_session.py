@@ -482,7 +482,7 @@ def read_label_map(path: str | Path, reference: Volume) -> Volume:
 
 
 # ------------------------------------------------------------------ worker steps
-def segment_steps(image: Volume, bundle_path: Path, frames_per_step: int = 8) -> Iterator[tuple[float, str]]:
+def segment_steps(image: Volume, bundle_path: Path, frames_per_step: int = 64) -> Iterator[tuple[float, str]]:
     """Generator for a napari worker: yields ``(fraction, message)``, returns the label Volume.
 
     Runs the bundle through ``segmentation.commands.segment`` (the same pipeline as
