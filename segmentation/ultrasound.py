@@ -402,6 +402,8 @@ class TrainConfig:
     seed: int = 20261201
     num_threads: int = 1
     limit_frames: int | None = None
+    #: let calibration pick left-right flip averaging (doubles inference time)
+    allow_flip_tta: bool = False
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any]) -> "TrainConfig":
@@ -647,7 +649,8 @@ def calibrate(cfg: TrainConfig, run_dir: str | Path, scales: Sequence[float] = B
     data = load_dataset(cfg.data_dir, cfg.image_size, limit=cfg.limit_frames)
     folds = summary["folds"]
     done = sorted({int(r["fold"]) for r in summary["per_frame"]})
-    settings = [(s, t) for t in (False, True) for s in scales]
+    flips = (False, True) if cfg.allow_flip_tta else (False,)
+    settings = [(s, t) for t in flips for s in scales]
     truth = data.masks[:, 0].numpy()
     # dice[setting][frame] = (nerve, vessel)
     dice: dict[tuple[float, bool], dict[int, tuple[float, float]]] = {st: {} for st in settings}
@@ -657,7 +660,7 @@ def calibrate(cfg: TrainConfig, run_dir: str | Path, scales: Sequence[float] = B
         net.eval()
         held = folds[k]
         with torch.inference_mode():
-            for tta in (False, True):
+            for tta in flips:
                 probs = torch.cat([probabilities(net, data.images[held[i:i + 16]], tta)
                                    for i in range(0, len(held), 16)])
                 for scale in scales:
