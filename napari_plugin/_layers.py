@@ -26,6 +26,7 @@ CT_WINDOW = (-160.0, 240.0)
 VOLUME_KEY = "volume"
 PLAN_KEY = "plan"
 ROLE_KEY = "plexus_role"
+LABELS_SOURCE_KEY = "labels_source"
 
 
 def placement(volume: Volume) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any, Callable
 
-from napari_plugin._layers import LayerData, image_layer_data, labels_layer_data
+from napari_plugin._layers import LABELS_SOURCE_KEY, LayerData, image_layer_data, labels_layer_data
 
 CASE_KEY = "sample_case"
 PRESETS_KEY = "presets"
@@ -29,6 +29,7 @@ def sample_layers(name: str) -> list[LayerData]:
     layers: list[LayerData] = [(data, meta, kind)]
     ldata, lmeta, lkind = labels_layer_data(labels, f"{name} reference labels")
     lmeta["metadata"][CASE_KEY] = name
+    lmeta["metadata"][LABELS_SOURCE_KEY] = {"labels": f"reference labels of sample case {name}"}
     layers.append((ldata, lmeta, lkind))
     return layers
 

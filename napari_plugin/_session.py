@@ -62,18 +62,24 @@ class PlanningSession:
     current: Any = None
     adjusted: dict[int, Any] = field(default_factory=dict)
     targets_derived: bool = False
+    #: what produced the labels (stored in the plan's ``models``)
+    labels_source: dict[str, Any] = field(default_factory=dict)
     #: clinical inputs the last outcome took from the plan (the rest came from the form)
     inputs_from_plan: tuple[str, ...] = ()
     _planner: Any = field(default=None, repr=False)
     _skin: Any = field(default=None, repr=False)
 
     # ------------------------------------------------------------- case and labels
-    def set_labels(self, labels: Volume) -> None:
-        """Use ``labels`` (checked to lie on the image grid); drops any plan made before."""
+    def set_labels(self, labels: Volume, source: Mapping[str, Any] | None = None) -> None:
+        """Use ``labels`` (checked to lie on the image grid); drops any plan made before.
+
+        ``source`` says what made the labels (a model bundle, a file); plans record it.
+        """
         from planner.distance import check_same_grid
 
         check_same_grid(self.image, labels)
         self.labels = labels
+        self.labels_source = dict(source or {})
         self.targets_derived = False
         self._reset()
 
@@ -157,7 +163,10 @@ class PlanningSession:
         from planner.plan import build_plan
 
         labels = self.ensure_targets()
-        plan = build_plan(self.image, labels, self.preset, case=self.case)
+        models = dict(self.labels_source)
+        if self.targets_derived:
+            models["target_regions"] = "derived by planner.targets"
+        plan = build_plan(self.image, labels, self.preset, case=self.case, models=models)
         self._reset_plan(plan)
         return plan
 
@@ -483,7 +492,7 @@ def read_label_map(path: str | Path, reference: Volume) -> Volume:
 
 # ------------------------------------------------------------------ worker steps
 def segment_steps(image: Volume, bundle_path: Path, frames_per_step: int = 64) -> Iterator[tuple[float, str]]:
-    """Generator for a napari worker: yields ``(fraction, message)``, returns the label Volume.
+    """Generator for a napari worker: yields ``(fraction, message)``, returns ``(labels, source)``.
 
     Runs the bundle through ``segmentation.commands.segment`` (the same pipeline as
     ``plexplan segment``); torch and MONAI are imported here, not before. An ultrasound
@@ -496,7 +505,7 @@ def segment_steps(image: Volume, bundle_path: Path, frames_per_step: int = 64) -
     bundle = choose_bundle(str(bundle_path), image)
     if image.modality != "US" or image.shape[0] <= frames_per_step:
         yield 0.1, f"Running {bundle.name}…"
-        return run_pipeline(bundle, image, 1, 16, progress=False)
+        return run_pipeline(bundle, image, 1, 16, progress=False), bundle_source(bundle)
     parts = []
     n = image.shape[0]
     for start in range(0, n, frames_per_step):
@@ -506,7 +515,13 @@ def segment_steps(image: Volume, bundle_path: Path, frames_per_step: int = 64) -
                        warnings=image.warnings)
         parts.append(run_pipeline(bundle, chunk, 1, 16, progress=False).array)
         yield stop / n, f"Segmented frames {stop}/{n} with {bundle.name}"
-    return image.with_array(np.concatenate(parts, axis=0))
+    return image.with_array(np.concatenate(parts, axis=0)), bundle_source(bundle)
+
+
+def bundle_source(bundle: Any) -> dict[str, Any]:
+    """What a plan records about the model that made its labels."""
+    return {"labels": "segmentation", "model": bundle.name,
+            "model_version": str(bundle.metadata.get("version", "")), "model_path": str(bundle.root)}
 
 
 def plan_steps(session: PlanningSession) -> Iterator[tuple[float, str]]:

@@ -144,6 +144,8 @@ def test_whole_flow_open_labels_plan_drag_export_reload(make_napari_viewer, qtbo
     np.testing.assert_allclose(moved_t.entry_lps_mm, entry_lps, atol=1e-2)
     assert moved_t.length_mm == pytest.approx(expected.length_mm, abs=0.01)
     assert moved_t.details.get("adjusted_in_viewer") is True
+    assert saved.models.get("labels") == (str(seg_path) if seg_path is not None and seg_path.exists()
+                                         else f"reference labels of sample case {CASE}")
     assert any("adjusted by hand" in w for w in saved.warnings)
     widget.load_plan(path)
     assert widget.table.rowCount() == len(saved.trajectories)
@@ -348,3 +350,4 @@ def test_segment_a_ct_with_the_shipped_bundle(make_napari_viewer, qtbot, sample)
     assert name in list(layer.features["name"])
     assert widget.labels_combo.currentText() == "segmentation"
     np.testing.assert_array_equal(widget.session.labels.array, layer.data)
+    assert widget.session.labels_source["model"] == bundles[0].name  # recorded in the plan's models

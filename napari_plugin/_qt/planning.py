@@ -41,7 +41,14 @@ from qtpy.QtWidgets import (
 )
 
 from napari_plugin import _needle
-from napari_plugin._layers import PLAN_KEY, ROLE_KEY, VOLUME_KEY, labels_layer_data, volume_from_layer
+from napari_plugin._layers import (
+    LABELS_SOURCE_KEY,
+    PLAN_KEY,
+    ROLE_KEY,
+    VOLUME_KEY,
+    labels_layer_data,
+    volume_from_layer,
+)
 from napari_plugin._session import PlanningSession, available_bundles, available_presets
 from planner.errors import PlannerError
 
@@ -320,12 +327,14 @@ class PlanningWidget(QWidget):
         if self.session is None or layer is None:
             return
         current = self.session.labels
+        source = layer.metadata.get(LABELS_SOURCE_KEY) or {"labels": layer.name}
         if current is not None and current.shape == layer.data.shape and np.array_equal(current.array, layer.data):
-            return  # unchanged (a snapshot is kept: painting the layer later is noticed at Plan)
+            self.session.labels_source = dict(source)  # same voxels (a snapshot is kept: edits are seen at Plan)
+            return
         labels = volume_from_layer(np.array(layer.data, copy=True),
                                    {"scale": layer.scale, "translate": layer.translate, "metadata": layer.metadata})
         try:
-            self.session.set_labels(labels)
+            self.session.set_labels(labels, source=source)
             self._say(f"Labels: {layer.name} ({len(np.unique(labels.array)) - 1} structures). Press Plan.")
         except PlannerError as exc:
             self._fail(str(exc))
@@ -363,9 +372,13 @@ class PlanningWidget(QWidget):
         self.failed.emit(text)
 
     # ================================================================ segmentation
-    def add_labels(self, labels: Any, name: str = "labels") -> Any:
-        """Show a label map (a Volume on the image grid) and use it for planning."""
+    def add_labels(self, labels: Any, name: str = "labels", source: dict[str, Any] | None = None) -> Any:
+        """Show a label map (a Volume on the image grid) and use it for planning.
+
+        ``source`` (what made the labels) travels in the layer metadata into the plan.
+        """
         data, meta, _ = labels_layer_data(labels, name)
+        meta["metadata"][LABELS_SOURCE_KEY] = dict(source or {"labels": name})
         if name in self.viewer.layers:
             self.viewer.layers.remove(name)
         layer = self.viewer.add_labels(data, **meta)
@@ -380,7 +393,7 @@ class PlanningWidget(QWidget):
         if self.session is None:
             raise PlannerError("open the image first; the label map is placed on its grid")
         labels = read_label_map(path, self.session.image)
-        layer = self.add_labels(labels, Path(path).name.split(".")[0])
+        layer = self.add_labels(labels, Path(path).name.split(".")[0], source={"labels": str(path)})
         self.segmented.emit()
         return layer
 
@@ -407,14 +420,15 @@ class PlanningWidget(QWidget):
         worker = create_worker(segment_steps, self.session.image, Path(bundle),
                                _progress={"desc": "Segmenting"})
         worker.yielded.connect(lambda step, w=worker: self._on_progress(step, w))
-        worker.returned.connect(lambda labels, w=worker: self._segment_done(labels) if w is self._worker else None)
+        worker.returned.connect(lambda result, w=worker: self._segment_done(result) if w is self._worker else None)
         self._start(worker, "Segmenting…")
 
-    def _segment_done(self, labels: Any) -> None:
+    def _segment_done(self, result: Any) -> None:
         self._finish()
-        if labels is None:
+        if result is None:
             return
-        self.add_labels(labels, "segmentation")
+        labels, source = result
+        self.add_labels(labels, "segmentation", source=source)
         self._say("Segmentation done. Check it, then press Plan.")
         self.segmented.emit()
 
