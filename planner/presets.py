@@ -47,6 +47,7 @@ class Preset:
     entry_direction_lps: tuple[float, float, float] = (0.0, 1.0, 0.0)
     entry_cone_deg: float = 50.0
     entry_from_midline_mm: tuple[float, float] | None = None
+    sagittal_angle_deg: tuple[float, float] | None = None
     split_tips_at: str = "midline"
     crossable: tuple[str, ...] = ()
     margins_mm: Mapping[str, float] = field(default_factory=dict)
@@ -94,6 +95,7 @@ class Preset:
             "approach": self.approach, "target": self.target, "modality": self.modality,
             "bilateral": self.bilateral, "side": self.side, "patient_position": self.patient_position,
             "entry_from_midline_mm": None if self.entry_from_midline_mm is None else list(self.entry_from_midline_mm),
+            "sagittal_angle_deg": None if self.sagittal_angle_deg is None else list(self.sagittal_angle_deg),
             "crossable": list(self.crossable), "margins_mm": dict(self.margins_mm),
             "needle_lengths_mm": list(self.needle_lengths_mm), "needle_reserve_mm": self.needle_reserve_mm,
             "max_gantry_angle_deg": self.max_gantry_angle_deg, "max_skin_angle_deg": self.max_skin_angle_deg,
@@ -119,6 +121,8 @@ def _validate(name: str, raw: Mapping[str, Any]) -> Preset:
             split_tips_at=str(raw.get("split_tips_at", "midline")),
             entry_from_midline_mm=(None if raw.get("entry_from_midline_mm") is None
                                    else tuple(float(v) for v in raw["entry_from_midline_mm"])),  # type: ignore[arg-type]
+            sagittal_angle_deg=(None if raw.get("sagittal_angle_deg") is None
+                                else tuple(float(v) for v in raw["sagittal_angle_deg"])),  # type: ignore[arg-type]
             crossable=tuple(str(v) for v in raw["crossable"]),
             margins_mm={str(k): float(v) for k, v in raw["margins_mm"].items()},
             needle_lengths_mm=tuple(sorted(float(v) for v in raw["needle_lengths_mm"])),
@@ -154,6 +158,9 @@ def _validate(name: str, raw: Mapping[str, Any]) -> Preset:
         problems.append(f"patient_position {preset.patient_position!r} not in {POSITIONS}")
     if not preset.needle_lengths_mm or min(preset.needle_lengths_mm) <= preset.needle_reserve_mm:
         problems.append("needle_lengths_mm must be longer than needle_reserve_mm")
+    if preset.sagittal_angle_deg is not None and not (
+            len(preset.sagittal_angle_deg) == 2 and 0 <= preset.sagittal_angle_deg[0] < preset.sagittal_angle_deg[1] <= 90):
+        problems.append(f"sagittal_angle_deg {list(preset.sagittal_angle_deg)} must be [low, high] within 0-90 deg")
     if not 0 < preset.sample_step_mm <= 1.0:
         problems.append("sample_step_mm must be in (0, 1] mm")
     if problems:

@@ -23,10 +23,14 @@ Rules (distances in mm, levels are patient z, LPS: y grows posteriorly):
   mid-L5 if the bifurcation is higher) down to :data:`SHP_SACRUM_MM` below the S1 upper
   endplate, between the centres of the left and right iliac arteries and within
   :data:`SHP_HALF_WIDTH_MM` of the midline of the spine.
-* **splanchnic_nerve_zone** - at the levels of the T12 body, free tissue on either side
-  anterolateral to it (:data:`SPLANCHNIC_ANGLES_DEG` from anterior, seen from the body's
-  centre) and retrocrural: nearer the body than the diaphragmatic crus along the same
-  direction, or, where no crus is labelled in that direction, within
+* **splanchnic_nerve_zone** - the retrocrural space from the T12 body past the T12-L1 disc
+  to the upper part of the L1 body (down to :data:`L1_RETROCRURAL_FRACTION` of its height),
+  where the crura attach: the classic retrocrural celiac needle is planned at L1 and
+  stops anterolateral to the T12-L1 bodies (Korean J Pain 2015;28:109; the plexus itself
+  lies from the T12-L1 disc to L2). On each slice: free tissue on either side
+  anterolateral to that slice's vertebral body or disc (:data:`SPLANCHNIC_ANGLES_DEG` from
+  anterior, seen from its centre) and retrocrural: nearer the body than the diaphragmatic
+  crus along the same direction, or, where no crus is labelled in that direction, within
   :data:`SPLANCHNIC_NO_CRUS_MM` of the vertebral body.
 
 When masks overlap, the earlier rule in :data:`TARGET_NAMES` keeps the voxel, so the
@@ -59,6 +63,8 @@ SHP_HALF_WIDTH_MM = 25.0
 SPLANCHNIC_ANGLES_DEG = (25.0, 95.0)
 SPLANCHNIC_MAX_MM = 12.0
 SPLANCHNIC_NO_CRUS_MM = 8.0
+#: the retrocrural zone reaches this fraction of the L1 body height down from its upper endplate
+L1_RETROCRURAL_FRACTION = 0.5
 #: a vertebral body is the part of the vertebra label this far behind its front surface
 BODY_DEPTH_MM = 20.0
 BODY_HALF_WIDTH_MM = 30.0
@@ -393,15 +399,31 @@ def _shp(ax: _Axial, out: TargetRegions) -> np.ndarray:
 
 def _splanchnic(ax: _Axial, out: TargetRegions) -> np.ndarray:
     name = "splanchnic_nerve_zone"
-    body = _vertebral_body(ax, "T12")
-    if body is None:
+    t12 = _vertebral_body(ax, "T12")
+    if t12 is None:
         raise LabelMapError(f"{name}: the label map has no T12 vertebra")
-    z_lo, z_hi, lo_cut, hi_cut = _z_extent(ax, body)
+    z_lo, z_hi, lo_cut, hi_cut = _z_extent(ax, t12)
     if lo_cut or hi_cut:
         out.notes[name] = "the T12 body is cut by the edge of the field; zone covers the part in view"
-    out.z_ranges[name] = (z_lo, z_hi)
-    pts = ax.lps(_indices(body))
+    pts = ax.lps(_indices(t12))
     out.landmarks["T12_centre"] = tuple(float(v) for v in pts.mean(axis=0))
+    # the retrocrural space continues past the T12-L1 disc onto the upper L1 body, where the
+    # crura attach (the classic retrocrural needle is placed at L1): the reference "body" of
+    # each slice is the T12 body, the T12-L1 disc, or the upper half of the L1 body
+    body = t12.copy()
+    l1 = _vertebral_body(ax, "L1")
+    if ax.has("disc_T12_L1"):
+        disc = ax.mask("disc_T12_L1")
+        xmid = float(np.median(pts[:, 0]))
+        disc &= (np.abs(ax.x - xmid) <= BODY_HALF_WIDTH_MM)[None, None, :]
+        body |= disc & ~t12.any(axis=(1, 2))[:, None, None]
+    if l1 is not None:
+        l_lo, l_hi, _, _ = _z_extent(ax, l1)
+        l_mid = L1_RETROCRURAL_FRACTION * l_lo + (1.0 - L1_RETROCRURAL_FRACTION) * l_hi
+        upper = (ax.z >= l_mid)[:, None, None] & ~body.any(axis=(1, 2))[:, None, None]
+        body |= l1 & upper
+        z_lo = min(z_lo, l_mid)
+    out.z_ranges[name] = (z_lo, z_hi)
     crus = ax.mask("diaphragm_crura") if ax.has("diaphragm_crura") else None
     free = ax.free()
     mask = np.zeros(body.shape, bool)

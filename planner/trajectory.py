@@ -57,8 +57,9 @@ from planner.volume import Volume
 
 REASONS = ("feasible", "too long for the longest needle", "gantry angle above the preset maximum",
            "skin angle above the preset maximum", "in-plane angle above the preset maximum",
-           "violates a structure margin (or crosses a forbidden structure)")
-OK, TOO_LONG, GANTRY, SKIN_ANGLE, IN_PLANE, MARGIN = range(6)
+           "violates a structure margin (or crosses a forbidden structure)",
+           "angle to the sagittal plane outside the preset range")
+OK, TOO_LONG, GANTRY, SKIN_ANGLE, IN_PLANE, MARGIN, SAGITTAL = range(7)
 _OBSTACLE_TISSUES = (Tissue.BONE, Tissue.CARTILAGE)
 #: slack at which the risk function reaches zero is ``preferred_clearance - RISK_BASE_MARGIN_MM``
 RISK_BASE_MARGIN_MM = 5.0
@@ -591,6 +592,9 @@ class PathPlanner:
             reason[(reason == OK) & (ang["skin"] > p.max_skin_angle_deg)] = SKIN_ANGLE
         if p.max_gantry_angle_deg is not None and not p.in_plane:
             reason[(reason == OK) & (ang["gantry"] > p.max_gantry_angle_deg)] = GANTRY
+        if p.sagittal_angle_deg is not None and not p.in_plane:
+            lo, hi = p.sagittal_angle_deg
+            reason[(reason == OK) & ((ang["sagittal"] < lo) | (ang["sagittal"] > hi))] = SAGITTAL
         reason[(reason == OK) & (length > p.max_path_mm)] = TOO_LONG
         angle = ang["in_plane"] if p.in_plane else ang["skin"]
         risk = np.full(length.shape, np.nan, dtype=np.float32)
@@ -733,6 +737,10 @@ class PathPlanner:
                 reasons.append(f"gantry angle {float(ang['gantry']):.0f} deg > {p.max_gantry_angle_deg:g} deg")
             if p.max_skin_angle_deg is not None and ang["skin"] > p.max_skin_angle_deg:
                 reasons.append(f"skin angle {float(ang['skin']):.0f} deg > {p.max_skin_angle_deg:g} deg")
+            if p.sagittal_angle_deg is not None and not (
+                    p.sagittal_angle_deg[0] <= float(ang["sagittal"]) <= p.sagittal_angle_deg[1]):
+                reasons.append(f"angle to the sagittal plane {float(ang['sagittal']):.0f} deg outside "
+                               f"{p.sagittal_angle_deg[0]:g}-{p.sagittal_angle_deg[1]:g} deg")
             want = _unit(np.asarray(p.entry_direction_lps, dtype=float))
             if normal @ want < math.cos(math.radians(p.entry_cone_deg)):
                 reasons.append(f"entry is not on the skin a {p.patient_position} patient offers")

@@ -629,7 +629,9 @@ def make_ct_phantom(params: PhantomParams | int,
         rot = rot @ np.array([[0, 1, 0], [0, 0, 1], [1, 0, 0]], float)  # axis0 -> z
         half_z = float(np.sqrt(((rot[2] * axes) ** 2).sum()))
         zc_k = float(np.clip(zc_k, inf["L3"] + half_z + 4.0, sup["T12"] - half_z - 4.0))
-        xc_k = sgn * (spine.w(zc_k) / 2 + rng.uniform(30, 38))
+        # hilum about 5 cm from the median plane (Gray's Anatomy, 41st ed., kidneys), so the
+        # psoas and crus, not the kidney, lie beside the T12-L1 vertebral bodies
+        xc_k = sgn * (spine.w(zc_k) / 2 + rng.uniform(44, 52))
         yc_k = spine.yc(zc_k) + rng.uniform(0, 10)
         kid[side] = {"c": np.array([xc_k, yc_k, zc_k]), "axes": axes, "rot": rot}
 

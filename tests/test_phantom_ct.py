@@ -140,6 +140,11 @@ def test_kidneys_between_t12_and_l3(phantoms):
             # posterolateral: lateral to the vertebral bodies, behind the aorta
             assert np.sign(pts[:, 0].mean()) == (1 if side == "left" else -1)
             assert abs(pts[:, 0].mean()) > 45
+            # hilum about 5 cm from the median plane (Gray's Anatomy): psoas and crus, not
+            # the kidney, lie beside the vertebral bodies
+            mid = ph.landmarks["L1"][0]
+            assert np.abs(pts[:, 0] - mid).min() >= 30.0, (seed, side)
+            assert 55.0 <= abs(pts[:, 0].mean() - mid) <= 85.0, (seed, side)
             zc[side] = pts[:, 2].mean()
         left_higher.append(zc["left"] - zc["right"])
     assert np.mean(left_higher) > 5.0

@@ -114,13 +114,20 @@ def test_shp_region_in_front_of_l5_s1_below_the_bifurcation_between_iliacs(cases
 
 
 def test_splanchnic_zone_anterolateral_to_t12_both_sides_retrocrural(cases):
+    """The retrocrural zone runs from the T12 body past the T12-L1 disc to mid-L1 (the classic
+    retrocrural celiac needle is planned at L1, Korean J Pain 2015;28:109)."""
     for seed, (ph, tr) in cases.items():
         vol = ph.labels
         m = tr.masks["splanchnic_nerve_zone"]
         p = _pts(vol, m)
         t12 = _pts(vol, vol.array == label_of(vertebra_name("T12")))
         body = t12[t12[:, 1] < ph.landmarks["T12"][1] + 5]
-        assert body[:, 2].min() - 1e-6 <= p[:, 2].min() and p[:, 2].max() <= body[:, 2].max() + 1e-6
+        l1 = _pts(vol, vol.array == label_of(vertebra_name("L1")))
+        l1_mid = 0.5 * (l1[:, 2].min() + l1[:, 2].max())
+        assert l1_mid - vol.spacing[0] <= p[:, 2].min() < body[:, 2].min(), seed  # reaches into L1
+        assert p[:, 2].max() <= body[:, 2].max() + 1e-6
+        lo, hi = tr.z_ranges["splanchnic_nerve_zone"]
+        assert lo - 1e-6 <= p[:, 2].min() and p[:, 2].max() <= hi + 1e-6
         cx, cy = ph.landmarks["T12"][0], ph.landmarks["T12"][1]
         assert (p[:, 0] < cx - 5).any() and (p[:, 0] > cx + 5).any(), seed  # both sides
         assert (p[:, 1] <= cy + vol.spacing[1]).all()  # not behind the body's centre
@@ -176,8 +183,9 @@ def test_splanchnic_without_crura_uses_distance_to_bone(cases):
     ph, tr = cases[2]
     no_crus = derive_targets(_edit(ph.labels, ("diaphragm_crura",)), ["splanchnic_nerve_zone"])
     m = no_crus.masks["splanchnic_nerve_zone"]
-    t12 = ph.labels.array == label_of(vertebra_name("T12"))
-    d = ndimage.distance_transform_edt(~t12, sampling=ph.labels.spacing)
+    bone = np.isin(ph.labels.array, [label_of(vertebra_name("T12")), label_of("disc_T12_L1"),
+                                     label_of(vertebra_name("L1"))])  # the zone's reference bodies
+    d = ndimage.distance_transform_edt(~bone, sampling=ph.labels.spacing)
     assert m.any() and d[m].max() <= 8.0 * np.sqrt(2) + 1e-6
 
 

@@ -204,6 +204,32 @@ def test_angles_are_geometric(case, retro):
     assert m.entry_from_midline_mm == pytest.approx(60.0 - retro.midline_x)
 
 
+def test_sagittal_angle_range_is_a_hard_constraint(case):
+    """A preset's ``sagittal_angle_deg`` range rejects steeper and flatter paths, in the
+    search and in ``evaluate`` alike (the retrocrural technique's 26-36 deg, with slack)."""
+    _, _, geometry = case
+    base = get_preset("celiac_posterior_retrocrural_test")
+    assert base.sagittal_angle_deg is not None  # inherited from the bundled preset
+    free = PathPlanner(geometry, dataclasses.replace(base, sagittal_angle_deg=None))
+    narrow = PathPlanner(geometry, dataclasses.replace(base, sagittal_angle_deg=(25.0, 35.0)))
+    c_free, c_narrow = free.search("left", n_targets=8), narrow.search("left", n_targets=8)
+    assert c_narrow.feasible.sum() < c_free.feasible.sum()
+    feasible = c_narrow.feasible
+    sag = np.degrees(np.arcsin(np.abs(c_narrow.target_lps[:, 0] - c_narrow.entry_lps[:, 0]) / c_narrow.length_mm))
+    assert feasible.any() and ((sag[feasible] >= 25.0 - 1e-4) & (sag[feasible] <= 35.0 + 1e-4)).all()
+    assert c_narrow.reason_counts()["angle to the sagittal plane outside the preset range"] > 0
+    row = int(np.argmin(np.where(c_free.feasible, sag, np.inf)))  # a feasible path below 25 deg
+    assert sag[row] < 25.0
+    m = narrow.evaluate(c_free.entry_lps[row], c_free.target_lps[row], robustness=False)
+    assert not m.feasible and any("sagittal plane" in r for r in m.reasons)
+    with pytest.raises(PlanError, match="sagittal_angle_deg"):
+        from planner.presets import _validate
+
+        _validate("bad", {**base.to_dict(), "modality": "CT", "entry_direction_lps": [0, 1, 0],
+                          "entry_cone_deg": 50, "weights": {}, "min_entry_separation_mm": 10,
+                          "sample_step_mm": 1.0, "sagittal_angle_deg": [40, 20]})
+
+
 def test_skin_normals_point_outwards(case):
     _, _, geometry = case
     skin = skin_surface(geometry)
