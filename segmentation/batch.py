@@ -489,13 +489,14 @@ def process_series(job: SeriesJob, cfg: TaskConfig, attempt: int = 1) -> dict[st
             from planner.errors import LabelMapError
             from segmentation.rtstruct import write_rtstruct
 
+            deid = (lambda ds: deidentify_dataset(ds, UidMap(cfg.uid_secret))) if cfg.deidentify else None
             try:
-                written.append(write_rtstruct(labels, volume.source, tmp / "rtstruct.dcm", label=bundle.name))
+                written.append(write_rtstruct(labels, volume.source, tmp / "rtstruct.dcm", label=bundle.name,
+                                              transform=deid))
             except LabelMapError as exc:  # e.g. a resampled (tilted) series: slices are not the source's
                 notes.append(f"rtstruct.dcm not written: {exc}")
-        for dicom_out in ("seg.dcm", "rtstruct.dcm"):
-            if cfg.deidentify and (tmp / dicom_out).exists():
-                _deidentify_file(tmp / dicom_out, UidMap(cfg.uid_secret))
+        if cfg.deidentify and (tmp / "seg.dcm").exists():
+            _deidentify_file(tmp / "seg.dcm", UidMap(cfg.uid_secret))
         rows = structure_statistics(volume, labels, name)
         _replace_folder(tmp, series_root / name)
         result.update(ok=True, rows=rows, files=sorted(p.name for p in written),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any, Callable
 import numpy as np
 
 from planner.errors import LabelMapError
@@ -36,8 +37,11 @@ def _contours(mask: np.ndarray) -> list[np.ndarray]:
 
 
 def write_rtstruct(labels: Volume, source: DicomSource, path: str | os.PathLike[str], *,
-                   label: str = "plexus-planner", series_number: int = 101) -> Path:
+                   label: str = "plexus-planner", series_number: int = 101,
+                   transform: Callable[[Any], Any] | None = None) -> Path:
     """Write ``labels`` (vocabulary labels on the grid of ``source``) as an RTSTRUCT at ``path``.
+
+    ``transform`` is applied to the dataset before it is saved (e.g. de-identification).
 
     Raises:
         LabelMapError: for an empty map, labels outside the vocabulary, or a source series
@@ -143,6 +147,8 @@ def write_rtstruct(labels: Volume, source: DicomSource, path: str | os.PathLike[
     meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.file_meta = meta
+    if transform is not None:
+        transform(ds)
     target = Path(path)
     with atomic_output(target) as tmp:
         ds.save_as(tmp, enforce_file_format=True)
