@@ -156,13 +156,29 @@ def _case_table(plan: Any, image: Volume, include_identifiers: bool) -> Table:
                   f"{' x '.join(f'{s:g}' for s in image.spacing[::-1])} mm"),
         ("Labels used", labels_description(labels_info)),
         ("Celiac axis encased by tumour", {None: "not assessed", True: "yes", False: "no"}[plan.celiac_axis_encased]),
-        ("Predicted injectate spread", f"{plan.spread.get('quadrants', 0)} of 4 periaortic quadrants"
-         if plan.spread.get("quadrants") or "not applicable" not in str(plan.spread.get("rule", "")) else "not applicable"),
+        ("Predicted injectate spread", _spread_text(plan)),
         ("Plan created (UTC)", plan.created_utc),
     ]
     if not include_identifiers:
         rows.append(("Patient identifiers", "withheld (use --include-identifiers to show them)"))
     return _kv("Case summary", rows)
+
+
+def spread_assessed(plan: Any) -> bool:
+    """True when the plan's procedure has a spread estimate (celiac neurolysis, see planner.spread)."""
+    from planner.analgesia.features import PLAN_PRESETS, SPREAD_ASSESSED
+
+    return PLAN_PRESETS.get(plan.procedure, ("",))[0] in SPREAD_ASSESSED
+
+
+def _spread_text(plan: Any) -> str:
+    rule = str(plan.spread.get("rule", ""))
+    if not spread_assessed(plan):
+        return "not assessed for this procedure"
+    if rule.lower().startswith("not applicable"):
+        return rule
+    covered = ", ".join(plan.spread.get("covered", []))
+    return f"{plan.spread.get('quadrants', 0)} of 4 periaortic quadrants" + (f" ({covered})" if covered else "")
 
 
 def labels_description(info: Mapping[str, Any]) -> str:
@@ -228,23 +244,31 @@ def _trajectory_tables(plan: Any, number: int, t: Any) -> tuple[Table, Table]:
     far = 0
     from planner.anatomy import structure
 
+    crossable = set((plan.preset or {}).get("crossable", []))
     for name, c in sorted(t.min_clearance_mm.items(), key=lambda kv: kv[1]):
         bone = structure(name).is_bone or structure(name).tissue.value == "cartilage" if _known(name) else False
         margin = margins.get(name)
+        if name in crossable:
+            if c < LISTED_CLEARANCE_MM:
+                organ_rows.append((display_name(name), fmt_mm(c), "-", "crossing allowed by this approach"
+                                   if c < 0 else "ok (crossing allowed)"))
+            continue
         if bone:
             if c < 0:
-                organ_rows.append((display_name(name), fmt_mm(c), "touch allowed", "bone contact"))
+                entered = margin is not None and c < margin
+                organ_rows.append((display_name(name), fmt_mm(c), f"touch to {fmt_mm(margin)}" if margin is not None
+                                   else "touch allowed", "ENTERS BONE" if entered else "bone contact (allowed)"))
             continue
         if c >= LISTED_CLEARANCE_MM:
             far += 1
             continue
-        status = "-" if margin is None else ("ok" if c >= margin else "within margin")
+        status = "-" if margin is None else ("ok" if c >= margin else ("CROSSES" if c < 0 else "WITHIN MARGIN"))
         organ_rows.append((display_name(name), fmt_mm(c), "-" if margin is None else fmt_mm(margin), status))
     clearance = Table(title=f"Needle {number}: clearance per organ at risk", header=("Structure", "Clearance mm",
                       "Hard margin mm", "Status"), rows=tuple(organ_rows),
                       note=f"Closest distance from the needle to each structure (negative = the needle enters it). "
                            f"{far} further organs at risk are {LISTED_CLEARANCE_MM:g} mm or more away. Bone may be "
-                           f"touched (the needle is walked off the vertebral body).")
+                           f"touched (the needle is walked off the vertebral body) but not entered deeper than the 'touch to' depth.")
     return summary, clearance
 
 
@@ -280,11 +304,19 @@ def _analgesia_tables(estimate: Any, entered: Sequence[str], plan_inputs: Sequen
     input_rows = []
     for key, value in estimate.inputs.items():
         origin = "from the plan" if key in plan_inputs else ("entered" if key in entered else "reference value (not entered)")
+        if key == "spread_quadrants" and origin == "from the plan" and not spread_assessed_inputs(estimate):
+            origin = "not assessed for this procedure (coded 4)"
         input_rows.append((key.replace("_", " "), str(value).lower() if isinstance(value, bool) else str(value), origin))
     inputs = Table(title="Inputs of the estimate", header=("Input", "Value", "Source"), rows=tuple(input_rows),
                    note="Inputs not taken from the plan or entered are the model's reference patient; enter the "
                         "patient's values (plexplan plan --clinical FILE) for a patient-specific estimate.")
     return main, timepoints, inputs
+
+
+def spread_assessed_inputs(estimate: Any) -> bool:
+    from planner.analgesia.features import SPREAD_ASSESSED
+
+    return estimate.inputs.get("procedure") in SPREAD_ASSESSED
 
 
 def _versions_table(plan: Any, estimate: Any) -> Table:
@@ -704,7 +736,7 @@ def render_pdf(report: Report) -> bytes:
     from reportlab.lib.pagesizes import A4
     from reportlab.lib.styles import ParagraphStyle, getSampleStyleSheet
     from reportlab.lib.units import mm
-    from reportlab.platypus import Image, KeepTogether, Paragraph, SimpleDocTemplate, Spacer, Table as RLTable
+    from reportlab.platypus import CondPageBreak, Image, KeepTogether, Paragraph, SimpleDocTemplate, Spacer, Table as RLTable
     from reportlab.platypus import TableStyle
 
     styles = getSampleStyleSheet()
@@ -769,6 +801,7 @@ def render_pdf(report: Report) -> bytes:
         story.append(Paragraph("Warnings", styles["Heading3"]))
         story.extend(Paragraph("- " + esc(w), note) for w in report.warnings)
     for section, tables in report.sections:
+        story.append(CondPageBreak(70 * mm))  # no section heading alone at the foot of a page
         story.append(Paragraph(esc(section), styles["Heading2"]))
         for t in tables:
             story.extend(table(t))
