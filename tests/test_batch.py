@@ -291,3 +291,17 @@ def test_cli_batch_on_an_existing_scheduler(bundle, tmp_path, threaded_client, c
     with _exclusive(out):
         assert main(argv) == 2
     assert "another plexplan batch is writing into this folder" in capsys.readouterr().err
+
+
+def test_default_model_is_the_shipped_ct_bundle():
+    from segmentation.batch import _resolve_model
+    from segmentation.bundle import default_bundle_path
+    from segmentation.commands.segment import DEFAULT_BUNDLES
+
+    shipped = default_bundle_path(DEFAULT_BUNDLES["CT"])
+    if not shipped.is_dir():
+        with pytest.raises(PlannerError, match="bundle folder not found"):
+            _resolve_model(None, Rules())
+        return
+    bundle = _resolve_model(None, Rules())
+    assert bundle.root == shipped and bundle.modality == "CT"
