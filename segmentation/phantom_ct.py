@@ -700,6 +700,7 @@ def make_ct_phantom(params: PhantomParams | int,
         box, m = g.ellipsoid(hil, np.array([11.0, 8.0, 17.0]), _rot("z", -sgn * 30))
         g.paint("body", m, box, only_on=(name,))
         kid_hilum[side] = hil
+    _clear_retrorenal_liver(g)
 
     # tumour (pancreatic body, encasing the celiac axis by the given fraction)
     if params.tumour_encasement > 0:
@@ -968,6 +969,22 @@ def _paint_liver(g: _Grid, rng, spine: _Spine, abdomen, cav_below, z_top) -> Non
         box, m5 = g.tube(_smooth_curve(np.array([ivc_top, 0.5 * (ivc_top + end) + [0, -5, 5], end]), 10),
                          np.array([6.0, 4.5, 3.0]))
         g.hu_marks.append((box, m5, "liver", "hepatic_vein"))
+
+
+def _clear_retrorenal_liver(g: _Grid) -> None:
+    """Below the right kidney's upper pole the kidney lies on the posterior abdominal wall
+    (psoas, quadratus lumborum) with the liver in front of it (hepatorenal pouch); the
+    liver's bare area meets the posterior wall only above the kidney. So on every slice
+    holding the right kidney, liver behind the kidney's centre and medial to its lateral
+    edge becomes retroperitoneal fat (``body``)."""
+    kid = g.labels == label_of("kidney_right")
+    liver = label_of("liver")
+    for k in np.nonzero(kid.any(axis=(1, 2)))[0]:
+        ys, xs = np.nonzero(kid[k])
+        y_c, x_lat = float(g.y[ys].mean()), float(g.x[xs].min())
+        behind = (g.y[:, None] > y_c) & (g.x[None, :] > x_lat)
+        sl = g.labels[k]
+        sl[behind & (sl == liver)] = label_of("body")
 
 
 def _paint_spleen(g: _Grid, rng, spine: _Spine, allowed) -> np.ndarray:
