@@ -29,7 +29,8 @@ def sample_layers(name: str) -> list[LayerData]:
     layers: list[LayerData] = [(data, meta, kind)]
     ldata, lmeta, lkind = labels_layer_data(labels, f"{name} reference labels")
     lmeta["metadata"][CASE_KEY] = name
-    lmeta["metadata"][LABELS_SOURCE_KEY] = {"labels": f"reference labels of sample case {name}"}
+    lmeta["metadata"][LABELS_SOURCE_KEY] = {"source": "sample reference", "case": name,
+                                            "file": case.labels}
     layers.append((ldata, lmeta, lkind))
     return layers
 

@@ -62,7 +62,7 @@ class PlanningSession:
     current: Any = None
     adjusted: dict[int, Any] = field(default_factory=dict)
     targets_derived: bool = False
-    #: what produced the labels (stored in the plan's ``models``)
+    #: what produced the labels, as ``Plan.models["labels"]`` (see planner.report.labels_description)
     labels_source: dict[str, Any] = field(default_factory=dict)
     #: clinical inputs the last outcome took from the plan (the rest came from the form)
     inputs_from_plan: tuple[str, ...] = ()
@@ -163,7 +163,7 @@ class PlanningSession:
         from planner.plan import build_plan
 
         labels = self.ensure_targets()
-        models = dict(self.labels_source)
+        models: dict[str, Any] = {"labels": dict(self.labels_source)}
         if self.targets_derived:
             models["target_regions"] = "derived by planner.targets"
         plan = build_plan(self.image, labels, self.preset, case=self.case, models=models)
@@ -312,13 +312,35 @@ class PlanningSession:
         return predict(inputs)
 
     def relief_curve(self, estimate: Any, weeks: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """P(still relieved | response) over ``weeks`` from the same model (planner.analgesia)."""
-        from planner.analgesia import ClinicalInputs, load_model
-        from planner.analgesia.features import encode
+        """P(still relieved | response) over ``weeks`` (:func:`planner.report.relief_curve`)."""
+        from planner.report import relief_curve
 
         grid = np.linspace(0.0, 52.0, 105) if weeks is None else np.asarray(weeks, float)
-        inputs = ClinicalInputs.from_mapping(estimate.inputs)
-        return grid, np.asarray(load_model().relieved_survival(encode(inputs)[None, :], grid))[0]
+        return grid, relief_curve(estimate, grid)
+
+    # ------------------------------------------------------------- report
+    def write_report(self, folder: Path, clinical: Mapping[str, Any]) -> tuple[dict[str, Path], str]:
+        """``plan.json``, ``report.html`` and ``report.pdf`` of the (adjusted) plan (planner.report).
+
+        The analgesia estimate is the one the outcome panel shows for ``clinical``; when the
+        procedure has none the report says why. Returns the files and that reason ("" if any).
+        """
+        from planner.analgesia import REFERENCE
+        from planner.report import build_report, write_outputs
+
+        plan = self.adjusted_plan()
+        labels = self.ensure_targets()
+        try:
+            estimate, reason = self.outcome(clinical), ""
+        except PlannerError as exc:
+            estimate, reason = None, f"No analgesia-duration estimate: {exc}."
+        entered = ()
+        if estimate is not None:
+            entered = tuple(k for k, v in clinical.items()
+                            if k not in self.inputs_from_plan and getattr(REFERENCE, k, v) != v)
+        report = build_report(plan, self.image, labels, estimate, clinical_entered=entered,
+                              no_estimate_reason=reason)
+        return write_outputs(folder, plan, report), reason
 
     # ------------------------------------------------------------- presentation
     def table(self) -> tuple[list[str], list[list[str]], list[str]]:
@@ -519,9 +541,9 @@ def segment_steps(image: Volume, bundle_path: Path, frames_per_step: int = 64) -
 
 
 def bundle_source(bundle: Any) -> dict[str, Any]:
-    """What a plan records about the model that made its labels."""
-    return {"labels": "segmentation", "model": bundle.name,
-            "model_version": str(bundle.metadata.get("version", "")), "model_path": str(bundle.root)}
+    """What a plan records about the model that made its labels (``Plan.models["labels"]``)."""
+    return {"source": "model", "name": bundle.name, "version": str(bundle.metadata.get("version", "?")),
+            "card": str(Path(bundle.root) / "docs" / "README.md")}
 
 
 def plan_steps(session: PlanningSession) -> Iterator[tuple[float, str]]:

@@ -144,9 +144,19 @@ def test_whole_flow_open_labels_plan_drag_export_reload(make_napari_viewer, qtbo
     np.testing.assert_allclose(moved_t.entry_lps_mm, entry_lps, atol=1e-2)
     assert moved_t.length_mm == pytest.approx(expected.length_mm, abs=0.01)
     assert moved_t.details.get("adjusted_in_viewer") is True
-    assert saved.models.get("labels") == (str(seg_path) if seg_path is not None and seg_path.exists()
-                                         else f"reference labels of sample case {CASE}")
+    assert saved.models["labels"] == ({"source": "imported", "file": seg_path.name}
+                                      if seg_path is not None and seg_path.exists() else
+                                      {"source": "sample reference", "case": CASE, "file": "labels.nii.gz"})
     assert any("adjusted by hand" in w for w in saved.warnings)
+    # the procedure report of the adjusted plan (planner.report), written in a worker
+    with qtbot.waitSignal(widget.reported, timeout=PLAN_TIMEOUT_MS) as report:
+        widget.export_report(tmp_path / "report")
+    written = report.args[0]
+    assert set(written) == {"plan.json", "report.html", "report.pdf"}
+    assert written["report.pdf"].read_bytes()[:5] == b"%PDF-"
+    assert f"{expected.length_mm:.1f}" in written["report.html"].read_text()
+    assert Plan.load(written["plan.json"]).to_dict()["trajectories"] == saved.to_dict()["trajectories"]
+
     widget.load_plan(path)
     assert widget.table.rowCount() == len(saved.trajectories)
     assert widget.table.item(widget.session.selected or 0, 3).text() == f"{saved.trajectories[0].length_mm:.1f}"
@@ -350,4 +360,5 @@ def test_segment_a_ct_with_the_shipped_bundle(make_napari_viewer, qtbot, sample)
     assert name in list(layer.features["name"])
     assert widget.labels_combo.currentText() == "segmentation"
     np.testing.assert_array_equal(widget.session.labels.array, layer.data)
-    assert widget.session.labels_source["model"] == bundles[0].name  # recorded in the plan's models
+    assert widget.session.labels_source["source"] == "model"  # recorded in the plan's models
+    assert widget.session.labels_source["name"] == bundles[0].name

@@ -69,6 +69,7 @@ class PlanningWidget(QWidget):
 
     segmented = Signal()
     planned = Signal()
+    reported = Signal(object)
     metrics_changed = Signal()
     failed = Signal(str)
 
@@ -168,9 +169,12 @@ class PlanningWidget(QWidget):
         export = QHBoxLayout()
         self.save_plan_button = QPushButton("Save plan…")
         self.load_plan_button = QPushButton("Load plan…")
+        self.report_button = QPushButton("Report…")
+        self.report_button.setToolTip("plan.json, report.html and report.pdf (planner.report) into a folder")
         self.screenshot_button = QPushButton("Screenshot…")
         export.addWidget(self.save_plan_button)
         export.addWidget(self.load_plan_button)
+        export.addWidget(self.report_button)
         export.addWidget(self.screenshot_button)
         root.addLayout(export)
 
@@ -184,6 +188,7 @@ class PlanningWidget(QWidget):
         self.table.itemSelectionChanged.connect(self._row_selected)
         self.save_plan_button.clicked.connect(self._save_plan_clicked)
         self.load_plan_button.clicked.connect(self._load_plan_clicked)
+        self.report_button.clicked.connect(self._report_clicked)
         self.screenshot_button.clicked.connect(self._screenshot_clicked)
 
     def _build_paths_tab(self) -> None:
@@ -327,7 +332,7 @@ class PlanningWidget(QWidget):
         if self.session is None or layer is None:
             return
         current = self.session.labels
-        source = layer.metadata.get(LABELS_SOURCE_KEY) or {"labels": layer.name}
+        source = layer.metadata.get(LABELS_SOURCE_KEY) or {"source": f"napari layer {layer.name}"}
         if current is not None and current.shape == layer.data.shape and np.array_equal(current.array, layer.data):
             self.session.labels_source = dict(source)  # same voxels (a snapshot is kept: edits are seen at Plan)
             return
@@ -378,7 +383,7 @@ class PlanningWidget(QWidget):
         ``source`` (what made the labels) travels in the layer metadata into the plan.
         """
         data, meta, _ = labels_layer_data(labels, name)
-        meta["metadata"][LABELS_SOURCE_KEY] = dict(source or {"labels": name})
+        meta["metadata"][LABELS_SOURCE_KEY] = dict(source or {"source": f"napari layer {name}"})
         if name in self.viewer.layers:
             self.viewer.layers.remove(name)
         layer = self.viewer.add_labels(data, **meta)
@@ -393,7 +398,8 @@ class PlanningWidget(QWidget):
         if self.session is None:
             raise PlannerError("open the image first; the label map is placed on its grid")
         labels = read_label_map(path, self.session.image)
-        layer = self.add_labels(labels, Path(path).name.split(".")[0], source={"labels": str(path)})
+        layer = self.add_labels(labels, Path(path).name.split(".")[0],
+                                source={"source": "imported", "file": Path(path).name})
         self.segmented.emit()
         return layer
 
@@ -856,6 +862,29 @@ class PlanningWidget(QWidget):
                 self.save_plan(path)
             except PlannerError as exc:
                 self._fail(str(exc))
+
+    def export_report(self, folder: str | Path) -> None:
+        """Write the procedure report of the current (adjusted) plan in a worker; emits ``reported``."""
+        from napari.qt.threading import create_worker
+
+        if self.session is None or self.session.plan is None:
+            self._fail("make a plan first")
+            return
+        worker = create_worker(self.session.write_report, Path(folder), self.clinical_values(),
+                               _progress={"desc": "Report"})
+        worker.returned.connect(lambda result, w=worker: self._report_done(result) if w is self._worker else None)
+        self._start(worker, "Writing the procedure report…")
+
+    def _report_done(self, result: Any) -> None:
+        self._finish()
+        written, reason = result
+        self._say(f"Report written to {Path(written['report.pdf']).parent}" + (f" ({reason})" if reason else ""))
+        self.reported.emit(written)
+
+    def _report_clicked(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Folder for plan.json, report.html and report.pdf")
+        if folder:
+            self.export_report(folder)
 
     def _screenshot_clicked(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Screenshot", "plan.png", "PNG (*.png)")
