@@ -155,7 +155,8 @@ def _case_table(plan: Any, image: Volume, include_identifiers: bool) -> Table:
         ("Image", f"{image.modality}, {' x '.join(str(n) for n in image.shape[::-1])} voxels (x, y, z), "
                   f"{' x '.join(f'{s:g}' for s in image.spacing[::-1])} mm"),
         ("Labels used", labels_description(labels_info)),
-        ("Celiac axis encased by tumour", {None: "not assessed", True: "yes", False: "no"}[plan.celiac_axis_encased]),
+        ("Celiac axis encased by tumour", {None: "not assessed (no tumour or no celiac trunk in the label map)",
+                                           True: "yes", False: "no"}[plan.celiac_axis_encased]),
         ("Predicted injectate spread", _spread_text(plan)),
         ("Plan created (UTC)", plan.created_utc),
     ]
@@ -197,6 +198,27 @@ def _angle_text(t: Any) -> str:
     if t.details.get("in_plane_angle_deg") is not None:
         return f"in-plane {fmt_deg(t.details.get('in_plane_angle_deg'))}"
     return fmt_deg(t.gantry_angle_deg)
+
+
+def _summary_table(plan: Any, primary: Sequence[Any], estimate: Any | None, no_estimate_reason: str) -> Table:
+    """At a glance: the recommended needles, spread and relief (numbers formatted as in the tables below)."""
+    rows: list[tuple[str, str]] = [("Plan", "feasible" if plan.feasible else "NO COMPLETE FEASIBLE PLAN: see the "
+                                    "warnings and the reasons per trajectory")]
+    for t in primary:
+        n = plan.trajectories.index(t) + 1
+        near = t.details.get("nearest_structure")
+        needle = "-" if t.needle_length_mm is None else f"{t.needle_length_mm:g}"
+        closest = f"{display_name(near)} {fmt_mm(t.min_clearance_mm.get(near))} mm" if near else "-"
+        rows.append((f"Needle {n} ({t.side}, {t.role})",
+                     f"{'feasible' if t.feasible else 'NOT feasible'}; path {fmt_mm(t.length_mm)} mm with a {needle} mm "
+                     f"needle; closest organ at risk {closest}; P(contact) {fmt_pct(t.p_oar_contact)}"))
+    rows.append(("Predicted injectate spread", _spread_text(plan)))
+    if estimate is not None:
+        rows.append(("Predicted relief if it responds", f"median {fmt_weeks(estimate.median_relief_weeks)} weeks; "
+                     f"P(initial response) {fmt_pct(estimate.p_response)} (synthetic-cohort model)"))
+    else:
+        rows.append(("Predicted relief", no_estimate_reason or "not predicted"))
+    return _kv("At a glance", rows)
 
 
 def _overview_table(plan: Any) -> Table:
@@ -389,7 +411,9 @@ def build_report(plan: Any, image: Volume, labels: Volume, estimate: Any | None,
     """
     image, labels = _planning_frame(plan, image), _planning_frame(plan, labels)
     primary = list(plan.primary) or [t for t in plan.trajectories[:1]]
-    sections: list[tuple[str, tuple[Table, ...]]] = [("Case", (_case_table(plan, image, include_identifiers),))]
+    sections: list[tuple[str, tuple[Table, ...]]] = [
+        ("Summary", (_summary_table(plan, primary, estimate, no_estimate_reason),)),
+        ("Case", (_case_table(plan, image, include_identifiers),))]
     traj_tables: list[Table] = [_overview_table(plan)]
     for i, t in enumerate(plan.trajectories, 1):
         if t in primary:
@@ -479,15 +503,21 @@ def _overlay(lab: np.ndarray, alpha: float = 0.3) -> np.ndarray:
     return rgba
 
 
-def _legend(ax: Any, lab: np.ndarray, n: int = 12) -> None:
-    """Legend of the coloured structures in view: targets first, then by area."""
+def _legend(ax: Any, lab: np.ndarray, n: int = 14) -> None:
+    """Legend of the coloured structures in view: targets, then vessels, then the rest by area."""
     from matplotlib.patches import Patch
 
-    from planner.anatomy import Role, color_table, structure
+    from planner.anatomy import Role, Tissue, color_table, structure
 
     values, counts = np.unique(lab[lab > 0], return_counts=True)
     keep = [i for i in range(values.size) if _shown(int(values[i]))]
-    keep.sort(key=lambda i: (structure(int(values[i])).role != Role.TARGET, -counts[i]))
+
+    def priority(i: int) -> tuple[int, int]:
+        s = structure(int(values[i]))
+        rank = 0 if s.role == Role.TARGET else 1 if s.tissue in (Tissue.ARTERY, Tissue.VEIN, Tissue.TUMOUR) else 2
+        return rank, -int(counts[i])
+
+    keep.sort(key=priority)
     keep = keep[:n]
     colors = color_table([int(values[i]) for i in keep])
     handles = [Patch(facecolor=colors[int(values[i])], edgecolor="none",
@@ -541,7 +571,9 @@ def axial_figure(plan: Any, image: Volume, labels: Volume, primary: Sequence[Any
     z = float(image.index_to_lps(np.array([k, 0, 0]))[2])
     ax.set_title(f"Axial slice through the target tip (z = {z:.0f} mm)", fontsize=9)
     _legend(ax, lab)
-    caption = ("Radiological view (patient's right on the image left, anterior up). Square = skin entry, "
+    caption = ("Radiological view: patient's right on the image left, anterior up (displayed as for a supine "
+               f"patient; the plan is for a {plan.preset.get('patient_position', 'prone') if plan.preset else 'prone'} "
+               "patient). Square = skin entry, "
                "circle = needle tip; dashed = needle projected onto this slice (it is angled out of the slice). "
                "Numbers are the trajectory numbers of the tables.")
     return Figure(title="Axial slice", caption=caption, png=_png(fig))
@@ -567,18 +599,29 @@ def reslice_figure(image: Volume, labels: Volume, t: Any, number: int, plan: Any
     ax.plot([c0, c1], [r0, r1], "-", color=color, linewidth=2)
     ax.plot([c0], [r0], "s", color=color, markersize=5, markeredgecolor="black")
     ax.plot([c1], [r1], "o", color=color, markersize=5, markeredgecolor="black")
-    ax.text(c0, r0 - 4, "skin entry", color="yellow", fontsize=7, ha="center")
-    ax.text(c1, r1 - 4, "tip", color="yellow", fontsize=7, ha="center")
+    import matplotlib.patheffects as pe
+
+    outline = [pe.withStroke(linewidth=2, foreground="black")]
+    ax.text(c0, r0 - 4, "skin entry", color="white", fontsize=7, ha="center", path_effects=outline)
+    ax.text(c1, r1 - 4, "tip", color="white", fontsize=7, ha="center", path_effects=outline)
+    down = _direction_word(rs.row_dir)
     ax.set_xlabel("mm along the needle (from 25 mm outside the skin)", fontsize=7)
+    ax.set_ylabel(f"mm across (down = {down})", fontsize=7)
     ax.tick_params(labelsize=6)
     ax.set_title(f"Needle {number} ({t.side}): image plane along the needle, length {fmt_mm(t.length_mm)} mm",
                  fontsize=9)
     if rs.labels is not None:
         _legend(ax, rs.labels)
     caption = (f"Oblique reslice containing needle {number}: the needle runs left to right from the skin entry to "
-               "the tip; the vertical axis is across the needle (towards the patient's left-right or "
-               "anterior-posterior axis).")
+               f"the tip; downwards in the image is towards the patient's {down}.")
     return Figure(title=f"Reslice along needle {number}", caption=caption, png=_png(fig))
+
+
+def _direction_word(vector: np.ndarray) -> str:
+    """The patient direction an LPS vector points most along ("left", "anterior", ...)."""
+    v = np.asarray(vector, float)
+    axis = int(np.argmax(np.abs(v)))
+    return (("right", "left"), ("anterior", "posterior"), ("inferior", "superior"))[axis][int(v[axis] > 0)]
 
 
 #: structures drawn in the 3D overview: (label names, colour, opacity, downsampling target mm)
