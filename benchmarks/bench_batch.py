@@ -12,6 +12,7 @@ or no shipped bundle) the tiny seeded random 3D UNet of the tests (``tests/_batc
 production CT pipeline; the output says which model was used.
 
     python benchmarks/bench_batch.py [--series 12] [--spacing 6] [--model BUNDLE | --tiny]
+                                     [--workers 1 2] [--repeats 1]
 """
 
 from __future__ import annotations
@@ -66,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spacing", type=float, default=6.0, help="isotropic phantom spacing, mm")
     parser.add_argument("--model", default=None, help="bundle folder (default: shipped CT bundle or the tiny test one)")
     parser.add_argument("--tiny", action="store_true", help="use the tiny test bundle even when a CT bundle is shipped")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2],
+                        help="worker counts to measure (ratio: last vs first)")
+    parser.add_argument("--repeats", type=int, default=1, help="runs per worker count; the fastest is reported")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench_batch_") as tmp_name:
         tmp = Path(tmp_name)
@@ -76,27 +80,35 @@ def main(argv: list[str] | None = None) -> int:
         n = len(folders)
         print(f"batch benchmark: {n} phantom CT series at {args.spacing:g} mm, model: {what}, cpus {os.cpu_count()}")
         rates = {}
-        for workers in (1, 2):
+        for workers in args.workers:
             t0 = time.perf_counter()
             with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                               dashboard_address=None, silence_logs=logging.ERROR) as cluster, Client(cluster) as c:
                 c.wait_for_workers(workers)
                 c.run(_warm, model, sha)
                 startup = time.perf_counter() - t0
-                t1 = time.perf_counter()
-                summary = run_batch(tmp / "archive", tmp / f"out_{workers}", model=model, client=c, progress=False)
-                wall = time.perf_counter() - t1
-            if summary.done != summary.selected:
-                print(f"  {workers} worker(s): {len(summary.failed)} series failed: {summary.failed[:1]}")
-                return 1
+                best = None
+                for repeat in range(max(1, args.repeats)):
+                    t1 = time.perf_counter()
+                    summary = run_batch(tmp / "archive", tmp / f"out_{workers}_{repeat}", model=model, client=c,
+                                        progress=False)
+                    wall = time.perf_counter() - t1
+                    if summary.done != summary.selected:
+                        print(f"  {workers} worker(s): {len(summary.failed)} series failed: {summary.failed[:1]}")
+                        return 1
+                    if best is None or wall < best[0]:
+                        best = (wall, summary)
+            assert best is not None
+            wall, summary = best
             rates[workers] = 60.0 * summary.done / wall
             task_s = [r["seconds"] for r in summary.results]
             print(f"  {workers} worker(s): {summary.done} series in {wall:.1f} s = {rates[workers]:.1f} series/min; "
                   f"task time mean {sum(task_s) / len(task_s):.2f} s, max {max(task_s):.2f} s "
                   f"(cluster start + model load {startup:.1f} s, not counted)")
+        first, last = args.workers[0], args.workers[-1]
         load = os.getloadavg()[0]
-        print(f"  scaling ratio 2 vs 1 workers: {rates[2] / rates[1]:.2f}x (ideal 2.00x; {os.cpu_count()} cores, "
-              f"1-minute load average {load:.1f} during the run)")
+        print(f"  scaling ratio {last} vs {first} workers: {rates[last] / rates[first]:.2f}x (ideal "
+              f"{last / first:.2f}x; {os.cpu_count()} cores, 1-minute load average {load:.1f} during the run)")
     return 0
 
 
