@@ -426,18 +426,19 @@ def metrics_html(t: Any) -> str:
     clear = _get(t, "min_clearance_mm", {}) or {}
     margins = _get(t, "margins_mm", {}) or {}
     cells, far = [], 0
-    for name in sorted(clear, key=lambda n: clear[n]):
+    # tightest first: by slack (clearance minus hard margin); crossable structures last
+    for name in sorted(clear, key=lambda n: clear[n] - margins[n] if n in margins else np.inf):
         value, margin = clear[name], margins.get(name)
         if margin is None or (value > CLEARANCE_SHOWN_MM and value >= margin):
             far += 1  # crossable structures and distant ones are counted, not listed
             continue
         bad = value < margin
         colour = "#ff4040" if bad else "#e0e0e0"
-        limit = f"/{margin:g}" if margin >= 0 else f" (contact to {margin:g} allowed)"
+        limit = f"/{margin:g}" if margin >= 0 else f" (≥ {margin:g})"
         cells.append(f'<span style="color:{colour}">{html.escape(structure(name).display_name)} '
                      f'{fmt_mm(value)}{limit}</span>')
     if cells:
-        lines.append("Clearance mm / hard margin: " + ", ".join(cells)
+        lines.append("Clearance mm / hard margin (tightest first): " + ", ".join(cells)
                      + (f" (+{far} farther than {CLEARANCE_SHOWN_MM:g} mm or crossable)" if far else ""))
     return "<br>".join(lines)
 
