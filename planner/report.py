@@ -384,13 +384,18 @@ def estimate_for_plan(plan: Any, clinical: Mapping[str, Any] | None = None) -> A
 
 
 def estimate_or_reason(plan: Any, clinical: Mapping[str, Any] | None = None) -> tuple[Any | None, str]:
-    """:func:`estimate_for_plan`, or ``None`` and the reason in words when there is no estimate."""
-    from planner.errors import PlanError
+    """:func:`estimate_for_plan`, or ``None`` and the reason in words when there is no estimate.
 
-    try:
-        estimate = estimate_for_plan(plan, clinical)
-    except PlanError as exc:
-        return None, f"No analgesia-duration estimate: {exc}."
+    No estimate: the procedure has no model, or a celiac plan has no spread estimate (no
+    feasible tip) and ``clinical`` gives no ``spread_quadrants``. Bad clinical inputs (unknown
+    names, values the plan already gives) still raise.
+    """
+    clinical = dict(clinical or {})
+    rule = str(plan.spread.get("rule", "")).strip().lower()
+    if spread_assessed(plan) and rule.startswith("not applicable") and "spread_quadrants" not in clinical:
+        return None, (f"No analgesia-duration estimate: the plan has no spread estimate ({plan.spread.get('rule')}); "
+                      "enter spread_quadrants (0-4) in the clinical inputs for one.")
+    estimate = estimate_for_plan(plan, clinical)
     if estimate is None:
         return None, "No analgesia-duration model exists for this procedure; no duration is predicted."
     return estimate, ""
@@ -878,3 +883,20 @@ def write_outputs(out_dir: str | Path, plan: Any, report: Report) -> dict[str, P
             tmp.write_bytes(payloads[name])
         written[name] = target
     return written
+
+
+def write_plan_report(out_dir: str | Path, plan: Any, image: Volume, labels: Volume,
+                      clinical: Mapping[str, Any] | None = None, include_identifiers: bool = False
+                      ) -> tuple[dict[str, Path], Any | None, str]:
+    """Estimate, report and files in one call (what ``plexplan plan`` and a viewer's export use).
+
+    ``labels`` may lack the target regions (they are derived as in planning). Returns the
+    files written, the estimate (or ``None``) and, without an estimate, the reason.
+    """
+    from planner.plan import _with_targets
+
+    estimate, reason = estimate_or_reason(plan, clinical)
+    report = build_report(plan, image, _with_targets(labels, plan.target) if plan.target else labels, estimate,
+                          include_identifiers=include_identifiers, clinical_entered=tuple(clinical or {}),
+                          no_estimate_reason=reason)
+    return write_outputs(out_dir, plan, report), estimate, reason

@@ -16,7 +16,7 @@ import pytest
 from planner.cli import main
 from planner.plan import Plan, _with_targets
 from planner.report import (STATEMENT, SYNTHETIC_NOTE, Figure, build_report, estimate_or_reason, render_pdf,
-                            write_outputs)
+                            write_outputs, write_plan_report)
 from planner.samples import get_case, load_case
 
 CASE = "celiac_standard"
@@ -199,3 +199,20 @@ def test_ultrasound_case_report_without_estimate(tmp_path):
     text = pdf_text(out / "report.pdf")
     assert "No analgesia-duration model exists for this procedure" in " ".join(text.split())
     assert "In-plane" in (out / "report.html").read_text(encoding="utf-8")
+
+
+def test_entered_clinical_inputs_change_the_estimate(demo_run, tmp_path):
+    image, labels = load_case(CASE)
+    plan = demo_run["plan"]
+    written, estimate, reason = write_plan_report(tmp_path / "c", plan, image, labels,
+                                                  {"ecog": 3, "oral_morphine_mg_day": 300.0})
+    assert reason == "" and estimate.inputs["ecog"] == 3
+    cells = _Cells()
+    cells.feed(written["report.html"].read_text(encoding="utf-8"))
+    rows = {row[0]: row for table in cells.tables for row in table if len(row) == 3}
+    assert rows["ecog"][1:] == ["3", "entered"] and rows["diabetes"][2] == "reference value (not entered)"
+    assert rows["spread quadrants"][2] == "from the plan"
+    default = _find_rows(demo_run["cells"].tables, "Median relief if it responds (weeks)")[0][1]
+    assert _find_rows(cells.tables, "Median relief if it responds (weeks)")[0][1] != default
+    with pytest.raises(Exception, match="come.*from the plan"):
+        write_plan_report(tmp_path / "d", plan, image, labels, {"bilateral": False})

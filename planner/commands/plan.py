@@ -65,10 +65,8 @@ def labels_from_model(image: "Volume", out_dir: Path) -> tuple["Volume", dict]:
 def run(args: argparse.Namespace) -> int:
     from planner.plan import build_plan
     from planner.presets import get_preset
+    from planner.report import write_plan_report
     from planner.volume import load
-
-    from planner.plan import _with_targets
-    from planner.report import build_report, estimate_or_reason, write_outputs
 
     get_preset(args.procedure)  # unknown preset: fail before loading anything
     clinical = {}
@@ -88,11 +86,8 @@ def run(args: argparse.Namespace) -> int:
     case = args.case or Path(args.path).name.split(".")[0]
     plan = build_plan(image, labels, args.procedure, case=case, top_k=args.top_k, seed=args.seed,
                       models={"labels": getattr(args, "labels_source", None) or source})
-    estimate, why_not = estimate_or_reason(plan, clinical)
-    report = build_report(plan, image, _with_targets(labels, plan.target), estimate,
-                          include_identifiers=args.include_identifiers, clinical_entered=tuple(clinical),
-                          no_estimate_reason=why_not)
-    written = write_outputs(Path(args.out), plan, report)
+    written, estimate, why_not = write_plan_report(Path(args.out), plan, image, labels, clinical,
+                                                   include_identifiers=args.include_identifiers)
     out = written["plan.json"]
     for t in plan.primary:
         nearest = t.details.get("nearest_structure")
