@@ -362,3 +362,14 @@ def test_segment_a_ct_with_the_shipped_bundle(make_napari_viewer, qtbot, sample)
     np.testing.assert_array_equal(widget.session.labels.array, layer.data)
     assert widget.session.labels_source["source"] == "model"  # recorded in the plan's models
     assert widget.session.labels_source["name"] == bundles[0].name
+
+
+def test_a_plan_that_cannot_be_made_is_a_one_line_error(make_napari_viewer, qtbot, sample):
+    viewer, widget = _open_planned(make_napari_viewer, qtbot, sample)
+    widget.preset_combo.setCurrentIndex(widget.preset_combo.findData("supraclavicular_us_inplane"))
+    with qtbot.waitSignal(widget.failed, timeout=PLAN_TIMEOUT_MS) as failure:
+        widget.plan()
+    message = failure.args[0]
+    assert "brachial_plexus" in message and "Traceback" not in message
+    assert widget.status.text() == message and widget.plan_button.isEnabled()
+    assert widget.table.rowCount() == 0

@@ -10,6 +10,7 @@ segmentation worker.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -424,7 +425,7 @@ class PlanningWidget(QWidget):
             self._fail("open an image first")
             return
         worker = create_worker(segment_steps, self.session.image, Path(bundle),
-                               _progress={"desc": "Segmenting"})
+                               _progress={"desc": "Segmenting"}, _ignore_errors=True)
         worker.yielded.connect(lambda step, w=worker: self._on_progress(step, w))
         worker.returned.connect(lambda result, w=worker: self._segment_done(result) if w is self._worker else None)
         self._start(worker, "Segmenting…")
@@ -464,10 +465,15 @@ class PlanningWidget(QWidget):
         self.segment_button.setEnabled(self.bundle_combo.currentData() is not None)
 
     def _worker_failed(self, exc: BaseException) -> None:
+        """A worker's error as one line in the widget (the workers do not re-raise: we show it)."""
         self._finish()
         self.progress.setValue(0)
-        message = str(exc) if isinstance(exc, PlannerError) else f"{type(exc).__name__}: {exc}"
-        self._fail(message)
+        if isinstance(exc, PlannerError):
+            self._fail(str(exc))
+            return
+        # not a user-fixable problem: a bug; keep its traceback in the log
+        logging.getLogger(__name__).error("planning widget worker failed", exc_info=exc)
+        self._fail(f"{type(exc).__name__}: {exc} (a bug: please report it with the log)")
 
     def cancel(self) -> None:
         if self._worker is not None:
@@ -488,7 +494,7 @@ class PlanningWidget(QWidget):
             return
         self.session.set_preset(self.preset_combo.currentData())
         self._labels_changed()  # the labels may have been edited since they were loaded
-        worker = create_worker(plan_steps, self.session, _progress={"desc": "Planning"})
+        worker = create_worker(plan_steps, self.session, _progress={"desc": "Planning"}, _ignore_errors=True)
         worker.yielded.connect(lambda step, w=worker: self._on_progress(step, w))
         worker.returned.connect(lambda plan, w=worker: self._plan_done(plan) if w is self._worker else None)
         self._start(worker, "Planning…")
@@ -564,7 +570,7 @@ class PlanningWidget(QWidget):
 
         if self.session is None or self.session._planner is not None or self._preparing is not None:
             return
-        worker = create_worker(self.session.path_planner)
+        worker = create_worker(self.session.path_planner, _ignore_errors=True)
         self._preparing = worker
 
         def done(*_: Any) -> None:
@@ -871,7 +877,7 @@ class PlanningWidget(QWidget):
             self._fail("make a plan first")
             return
         worker = create_worker(self.session.write_report, Path(folder), self.clinical_values(),
-                               _progress={"desc": "Report"})
+                               _progress={"desc": "Report"}, _ignore_errors=True)
         worker.returned.connect(lambda result, w=worker: self._report_done(result) if w is self._worker else None)
         self._start(worker, "Writing the procedure report…")
 
