@@ -603,7 +603,8 @@ class BatchSummary:
     done: int = 0
     failed: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
-    results: list[dict[str, Any]] = field(default_factory=list)
+    results: list[dict[str, Any]] = field(default_factory=list)  # one per selected series, in ``jobs`` order
+    jobs: list[SeriesJob] = field(default_factory=list)
     manifest: dict[str, Any] = field(default_factory=dict)
 
 
@@ -756,6 +757,7 @@ def _run_locked(input_dir: Path, out: Path, book: Ledger, bundle: Any, model_sha
                     on_result(result)
     compute_s = time.perf_counter() - t_compute
     swept += sweep_temporaries(out)
+    summary.jobs = list(jobs)
     summary.results = [final[j.uid] for j in jobs]
     summary.done = sum(1 for r in summary.results if r.get("ok"))
     summary.failed = [r for r in summary.results if not r.get("ok")]
@@ -831,7 +833,12 @@ def _write_reports(out: Path, summary: BatchSummary, input_dir: Path, bundle: An
     per_series = [{"series_uid": show_uid(r["uid"]), "status": "done" if r.get("ok") else "failed",
                    "reused_from_ledger": bool(r.get("reused")), "attempts": r.get("attempt"),
                    "seconds": r.get("seconds"), "output": f"{SERIES_DIR}/{r.get('out_name')}" if r.get("ok") else None,
-                   "error": show_text(r.get("error", "")) or None} for r in summary.results]
+                   "error": show_text(r.get("error", "")) or None,
+                   "input": {"folder": show_path(job.folder), "files": len(job.files), "slices": job.n_slices,
+                             "description": WITHHELD if uid_map else job.description,
+                             "input_hash": job.input_hash},
+                   "warnings": [show_text(w) for w in r.get("warnings", [])]}
+                  for job, r in zip(summary.jobs, summary.results)]
     args = {k: (show_path(str(v)) if k in ("input_dir", "out", "model", "ledger") and uid_map else v)
             for k, v in dict(arguments or {}).items()}
     manifest = {
