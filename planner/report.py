@@ -425,9 +425,9 @@ def build_report(plan: Any, image: Volume, labels: Volume, estimate: Any | None,
             traj_tables.extend(_trajectory_tables(plan, i, t))
     sections.append(("Trajectories", tuple(traj_tables)))
     figures = [axial_figure(plan, image, labels, primary)]
-    figures += [reslice_figure(image, labels, t, n, plan) for n, t in
-                ((plan.trajectories.index(t) + 1, t) for t in primary)]
-    if image.shape[0] > 1:
+    if image.shape[0] > 1:  # a single frame (ultrasound) already is the plane of the needle
+        figures += [reslice_figure(image, labels, t, n, plan) for n, t in
+                    ((plan.trajectories.index(t) + 1, t) for t in primary)]
         figures.append(overview_figure(plan, image, labels, primary))
     notes = [STATEMENT]
     if estimate is not None:
@@ -562,20 +562,28 @@ def axial_figure(plan: Any, image: Volume, labels: Volume, primary: Sequence[Any
         idx = image.lps_to_index(np.stack([t.entry_lps_mm, t.target_lps_mm]))
         ys, xs = idx[:, 1] * sy, idx[:, 2] * sx
         color = NEEDLE_COLORS[n % len(NEEDLE_COLORS)]
-        ax.plot(xs, ys, "--", color=color, linewidth=1.6)
+        ax.plot(xs, ys, "-" if image.shape[0] == 1 else "--", color=color, linewidth=1.6)
         ax.plot(xs[1], ys[1], "o", color=color, markersize=5, markeredgecolor="black")
         ax.plot(xs[0], ys[0], "s", color=color, markersize=4, markeredgecolor="black")
         ax.annotate(f"{plan.trajectories.index(t) + 1}", (xs[0], ys[0]), color=color, fontsize=9,
                     xytext=(4, 4), textcoords="offset points", weight="bold")
+    ax.set_xlabel("mm", fontsize=7)
+    ax.tick_params(labelsize=6)
+    _legend(ax, lab)
+    if image.shape[0] == 1:  # an ultrasound frame: the plan lies in it
+        frame = plan.search.get("frame") if plan.search else None
+        ax.set_title("Ultrasound frame the plan was made on" + ("" if frame is None else f" (frame {frame})"),
+                     fontsize=9)
+        caption = ("Probe at the top of the image. Square = skin entry at the probe edge, circle = needle tip; the "
+                   "needle runs in the image plane (in-plane technique). Numbers are the trajectory numbers of the "
+                   "tables.")
+        return Figure(title="Image with the needle", caption=caption, png=_png(fig))
     h, w = sl.shape[0] * sy, sl.shape[1] * sx
     for text, xy in (("R", (0.02 * w, 0.5 * h)), ("L", (0.96 * w, 0.5 * h)), ("A", (0.5 * w, 0.04 * h)),
                      ("P", (0.5 * w, 0.98 * h))):
         ax.text(*xy, text, color="yellow", fontsize=10, weight="bold", ha="center", va="center")
-    ax.set_xlabel("mm", fontsize=7)
-    ax.tick_params(labelsize=6)
     z = float(image.index_to_lps(np.array([k, 0, 0]))[2])
     ax.set_title(f"Axial slice through the target tip (z = {z:.0f} mm)", fontsize=9)
-    _legend(ax, lab)
     caption = ("Radiological view: patient's right on the image left, anterior up (displayed as for a supine "
                f"patient; the plan is for a {plan.preset.get('patient_position', 'prone') if plan.preset else 'prone'} "
                "patient). Square = skin entry, "
