@@ -499,8 +499,8 @@ def process_series(job: SeriesJob, cfg: TaskConfig, attempt: int = 1) -> dict[st
             _deidentify_file(tmp / "seg.dcm", UidMap(cfg.uid_secret))
         rows = structure_statistics(volume, labels, name)
         _replace_folder(tmp, series_root / name)
-        result.update(ok=True, rows=rows, files=sorted(p.name for p in written),
-                      warnings=list(volume.warnings) + notes, seconds_after_model_load=round(time.perf_counter() - t_load, 3))
+        result.update(ok=True, rows=rows, files=sorted(p.name for p in written), warnings=list(volume.warnings) + notes,
+                      seconds_after_model_load=round(time.perf_counter() - t_load, 3))
     except Exception as exc:  # a failing series is reported, never fatal to the batch
         shutil.rmtree(tmp, ignore_errors=True)
         result.update(ok=False, error=redact(_one_line(exc)))
