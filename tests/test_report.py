@@ -72,6 +72,15 @@ def demo_run(tmp_path_factory):
             "pdf": pdf_text(out / "report.pdf")}
 
 
+@pytest.fixture(scope="module")
+def built(demo_run):
+    """The report model of the demo plan (built in memory, as a viewer's export would)."""
+    image, labels = load_case(CASE)
+    plan = demo_run["plan"]
+    estimate, _ = estimate_or_reason(plan)
+    return build_report(plan, image, _with_targets(labels, plan.target), estimate)
+
+
 def _find_rows(tables, first_cell):
     return [row for table in tables for row in table if row and row[0] == first_cell]
 
@@ -163,25 +172,21 @@ def test_identifiers_withheld_unless_asked(demo_run):
     assert "No analgesia-duration estimate: test." in report.to_html()
 
 
-def test_figures_are_real_plots(demo_run):
+def test_figures_are_real_plots(built):
     from PIL import Image
 
-    image, labels = load_case(CASE)
-    plan = demo_run["plan"]
-    estimate, _ = estimate_or_reason(plan)
-    report = build_report(plan, image, _with_targets(labels, plan.target), estimate)
-    for figure in report.figures:
+    assert [f.title for f in built.figures] == ["Axial slice", "Reslice along needle 1", "Reslice along needle 2",
+                                                "3D overview", "Relief curve"]
+    for figure in built.figures:
         picture = np.asarray(Image.open(io.BytesIO(figure.png)).convert("L"), dtype=float)
         assert picture.shape[0] > 200 and picture.shape[1] > 400
         assert picture.std() > 10, figure.title  # not a blank canvas
 
 
-def test_failed_rendering_writes_nothing(demo_run, tmp_path):
+def test_failed_rendering_writes_nothing(demo_run, built, tmp_path):
     import dataclasses
 
-    report = build_report(demo_run["plan"], *[load_case(CASE)[0], _with_targets(load_case(CASE)[1],
-                                                                                 demo_run["plan"].target)], None)
-    broken = dataclasses.replace(report, figures=(Figure("bad", "not a PNG", b"not a png"),))
+    broken = dataclasses.replace(built, figures=(Figure("bad", "not a PNG", b"not a png"),))
     with pytest.raises(Exception):
         render_pdf(broken)
     with pytest.raises(Exception):
