@@ -10,9 +10,13 @@ import pytest
 from planner.cli import main
 from planner.commands.demo import DEFAULT_CASE, plan_args
 from planner.plan import Plan
-from planner.samples import get_case
+from planner.samples import case_names, get_case
+
+needs_sample = pytest.mark.skipif(DEFAULT_CASE not in case_names(),
+                                  reason=f"sample case {DEFAULT_CASE} is not bundled (python -m segmentation.make_samples)")
 
 
+@needs_sample
 def test_demo_runs_plan_with_the_reference_labels(tmp_path):
     args = plan_args(DEFAULT_CASE, tmp_path)
     case = get_case(DEFAULT_CASE)
@@ -38,6 +42,7 @@ def test_report_modules_import_without_torch_or_qt():
     assert not loaded & {"torch", "monai", "PyQt5", "qtpy", "matplotlib", "reportlab"}
 
 
+@needs_sample
 @pytest.mark.slow
 def test_demo_with_the_ct_model(tmp_path, capsys):
     """``--segment``: the shipped CT bundle makes the labels and the report names the model."""
