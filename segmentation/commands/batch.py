@@ -48,8 +48,8 @@ def run(args: argparse.Namespace) -> int:
     arguments = {k: v for k, v in vars(args).items() if not k.startswith("_")}
     arguments["input_dir"] = str(Path(args.input_dir))
     summary = run_batch(args.input_dir, args.out, model=args.model, rules=rules, workers=args.workers,
-                        scheduler=args.scheduler, deidentify=args.deidentify, rtstruct=args.rtstruct, hash_mode=args.hash_mode,
-                        retry_failed=args.retry_failed, progress=not args.no_progress,
+                        scheduler=args.scheduler, deidentify=args.deidentify, rtstruct=args.rtstruct,
+                        hash_mode=args.hash_mode, retry_failed=args.retry_failed, progress=not args.no_progress,
                         ledger=args.ledger, arguments=arguments)
     print(f"{summary.selected} series selected: {summary.done} done, {len(summary.failed)} failed "
           f"({summary.computed} run now, {summary.reused} from the ledger); {len(summary.skipped)} skipped")
