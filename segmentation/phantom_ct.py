@@ -700,7 +700,6 @@ def make_ct_phantom(params: PhantomParams | int,
         box, m = g.ellipsoid(hil, np.array([11.0, 8.0, 17.0]), _rot("z", -sgn * 30))
         g.paint("body", m, box, only_on=(name,))
         kid_hilum[side] = hil
-    _clear_retrorenal_liver(g)
 
     # tumour (pancreatic body, encasing the celiac axis by the given fraction)
     if params.tumour_encasement > 0:
@@ -832,6 +831,7 @@ def make_ct_phantom(params: PhantomParams | int,
     _paint_pelvis(g, rng, spine, torso, z_field_bot)
     z_conus = inf["L1"] - rng.uniform(-8, 10)
     _paint_vertebrae(g, spine, z_field_bot, z_field_top, z_conus)
+    _clear_retrorenal_liver(g)  # last, on the final kidney outline
 
     labels = g.labels
     # ---------------------------------------------------------------- image
