@@ -794,8 +794,17 @@ def shipped_text(summary: Mapping[str, Any]) -> str:
     k = int(str(weights).removeprefix("fold"))
     fold = summary.get("folds", [[]] * (k + 1))[k]
     return (f"The shipped weights are the cross-validation model of fold {k} (trained on the other folds, "
-            f"{len(fold)} frames held out), the fold with the best held-out nerve Dice; no separate "
-            "all-frames model was trained within this session's CPU budget.")
+            f"{len(fold)} frames held out), the fold with the best held-out nerve Dice; an all-frames "
+            "model did not finish within this session's CPU budget.")
+
+
+def wall_text(summary: Mapping[str, Any]) -> str:
+    """Training wall time in words for the model card."""
+    folds = summary.get("fold_seconds", {})
+    parts = [f"{len(folds)} folds {sum(float(v) for v in folds.values()) / 60:.0f} min"] if folds else []
+    if summary.get("final_seconds"):
+        parts.append(f"all-frames model {float(summary['final_seconds']) / 60:.0f} min")
+    return "wall time " + ", ".join(parts) + " on a shared 2-core machine" if parts else "wall time not recorded"
 
 
 def aim_text(metrics: Mapping[str, Any]) -> str:
@@ -858,7 +867,7 @@ usgra-seg dataset when using this model. The images are not redistributed here.
 
 ## Training
 `plexplan train segmentation/configs/us_nerve.yaml` (seed {cfg.seed}, {cfg.num_threads} CPU
-threads): DiceCE loss (Dice over nerve and vessel, cross-entropy class weights
+thread(s); {wall_text(summary)}): DiceCE loss (Dice over nerve and vessel, cross-entropy class weights
 {list(cfg.class_weights)}), AdamW lr {cfg.lr} weight decay {cfg.weight_decay}, cosine schedule
 after a 5% warm-up, {cfg.epochs} epochs, batch {cfg.batch_size}. Augmentations chosen for
 ultrasound: depth cropping (bottom rows dropped, then re-letterboxed), rotation within
