@@ -176,6 +176,8 @@ def _spread_text(plan: Any) -> str:
     rule = str(plan.spread.get("rule", ""))
     if not spread_assessed(plan):
         return "not assessed for this procedure"
+    if not plan.primary:
+        return "not estimated: no feasible needle tip"
     if rule.lower().startswith("not applicable"):
         return rule
     covered = ", ".join(plan.spread.get("covered", []))
@@ -393,7 +395,7 @@ def estimate_or_reason(plan: Any, clinical: Mapping[str, Any] | None = None) -> 
     clinical = dict(clinical or {})
     rule = str(plan.spread.get("rule", "")).strip().lower()
     if spread_assessed(plan) and rule.startswith("not applicable") and "spread_quadrants" not in clinical:
-        return None, (f"No analgesia-duration estimate: the plan has no spread estimate ({plan.spread.get('rule')}); "
+        return None, (f"No analgesia-duration estimate: the plan has no spread estimate ({_spread_text(plan)}); "
                       "enter spread_quadrants (0-4) in the clinical inputs for one.")
     estimate = estimate_for_plan(plan, clinical)
     if estimate is None:
