@@ -149,14 +149,13 @@ class PlanningSession:
 
     def planning_frame(self) -> int | None:
         """The cine frame an in-plane preset plans in (the plan's, else planner's choice); else None."""
-        from planner.presets import get_preset
         from planner.trajectory import target_frame
 
         labels, preset = self._require()
         if not preset.in_plane or labels.shape[0] == 1:
             return None
         recorded = (getattr(self.plan, "search", None) or {}).get("frame") if self.plan is not None else None
-        return int(recorded) if recorded is not None else target_frame(labels, get_preset(self.preset).target)
+        return int(recorded) if recorded is not None else target_frame(labels, preset.target)
 
     def plan_now(self) -> Any:
         """The ranked plan (:func:`planner.plan.build_plan`) for the preset on the labels."""

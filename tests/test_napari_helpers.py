@@ -324,3 +324,32 @@ def test_reader_on_a_real_ct_series_and_a_real_dicom_seg():
     ldata, lmeta, lkind = _layers.labels_layer_data(labels, "liver")
     assert lkind == "labels" and ldata.shape == image.shape
     assert label_of("liver") in set(np.unique(ldata)) and lmeta["features"]["name"][1] == "liver"
+
+
+@pytest.mark.slow
+def test_session_adjusted_plan_reevaluates_the_moved_path_and_its_spread(tmp_path):
+    from napari_plugin._session import PlanningSession
+    from planner.plan import Plan
+    from planner.samples import case_names, get_case, load_case
+    from planner.spread import estimate_spread
+
+    if "celiac_standard" not in case_names():
+        pytest.skip("sample case celiac_standard not bundled")
+    image, labels = load_case("celiac_standard")
+    session = PlanningSession(image=image, preset=get_case("celiac_standard").presets[0], case="celiac_standard")
+    session.set_labels(labels, source={"source": "sample reference", "case": "celiac_standard"})
+    plan = session.plan_now()
+    assert session.adjusted_plan() is plan  # nothing moved yet
+    index = next(i for i, t in enumerate(plan.trajectories) if t.role == "primary")
+    session.select(index)
+    entry, target = session.current_path_lps()
+    moved = session.evaluate_lps(entry, target + [0.0, -6.0, 3.0])
+    adjusted = session.adjusted_plan()
+    t = adjusted.trajectories[index]
+    assert t.target_lps_mm == pytest.approx(tuple(target + [0.0, -6.0, 3.0]), abs=1e-3)  # plans round
+    assert t.length_mm == pytest.approx(moved.length_mm, abs=0.01) and t.details["adjusted_in_viewer"] is True
+    tips = [p.target_lps_mm for p in adjusted.trajectories if p.role == "primary"]
+    expected = estimate_spread(session.path_planner().geometry, tips, target=plan.target).to_dict()
+    assert adjusted.spread == expected
+    assert adjusted.models["labels"]["source"] == "sample reference"
+    assert Plan.load(session.save_plan(tmp_path / "plan.json")).to_dict() == adjusted.to_dict()
