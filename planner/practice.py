@@ -190,6 +190,8 @@ class PracticeSession:
             theirs = None if best is None else float(best.min_clearance_mm[name])
             margin = float(self.planner.margins[name])
             ok = mine >= margin
+            if ok and margin <= 0:  # bone and discs may be touched: listed only when entered too deep
+                continue
             if not ok or mine < LISTED_CLEARANCE_MM or (theirs is not None and theirs < LISTED_CLEARANCE_MM):
                 out.append(StructureClearance(name=name, trainee_mm=round(mine, 1),
                                               best_mm=None if theirs is None else round(theirs, 1),
