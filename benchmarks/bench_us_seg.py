@@ -50,7 +50,8 @@ def main() -> int:
         rows = []
         for i in held:
             d = dice_per_class(cv["pred"][i], cv["truth"][i])
-            rows.append({"dice_nerve": d[1], "dice_vessel": d[2], "fold": int(cv["fold"][i])})
+            # the training run saves plain-argmax label maps (post-processing is chosen afterwards)
+            rows.append({"dice_nerve_raw": d[1], "dice_vessel_raw": d[2], "fold": int(cv["fold"][i])})
         source = f"{args.run}/cv_predictions.npz"
     else:
         rows = json.loads((bundle.root / "docs" / CV_RESULTS).read_text())["per_frame"]
