@@ -196,6 +196,21 @@ def labels_description(info: Mapping[str, Any]) -> str:
     return source
 
 
+def vertebral_level(labels: Volume, lps: Sequence[float]) -> str:
+    """The vertebra with the most voxels in the axial slice through ``lps`` ("-" when none)."""
+    from planner.anatomy import VERTEBRAL_LEVELS, label_of, vertebra_name
+
+    if labels.shape[0] == 1:
+        return "-"
+    k = int(round(float(labels.lps_to_index(np.asarray(lps, float))[0])))
+    if not 0 <= k < labels.shape[0]:
+        return "-"
+    values, counts = np.unique(labels.array[k], return_counts=True)
+    area = dict(zip(values.tolist(), counts.tolist()))
+    best = max(VERTEBRAL_LEVELS, key=lambda lv: area.get(label_of(vertebra_name(lv)), 0))
+    return best if area.get(label_of(vertebra_name(best)), 0) else "-"
+
+
 def _angle_text(t: Any) -> str:
     if t.details.get("in_plane_angle_deg") is not None:
         return f"in-plane {fmt_deg(t.details.get('in_plane_angle_deg'))}"
@@ -245,12 +260,15 @@ def _overview_table(plan: Any) -> Table:
                       "placement-error model. Primary = recommended.")
 
 
-def _trajectory_tables(plan: Any, number: int, t: Any) -> tuple[Table, Table]:
+def _trajectory_tables(plan: Any, number: int, t: Any, labels: Volume) -> tuple[Table, Table]:
     d = t.details
     rows = [("Side / role", f"{t.side} / {t.role}"), ("Feasible", "yes" if t.feasible else "no: " + "; ".join(t.reasons)),
-            ("Skin entry (LPS mm)", fmt_point(t.entry_lps_mm)), ("Target tip (LPS mm)", fmt_point(t.target_lps_mm)),
-            ("Path length (mm)", fmt_mm(t.length_mm)),
-            ("Needle (mm)", "-" if t.needle_length_mm is None else f"{t.needle_length_mm:g}")]
+            ("Skin entry (LPS mm)", fmt_point(t.entry_lps_mm)), ("Target tip (LPS mm)", fmt_point(t.target_lps_mm))]
+    if labels.shape[0] > 1:
+        rows += [("Vertebral level of the entry / tip", f"{vertebral_level(labels, t.entry_lps_mm)} / "
+                                                       f"{vertebral_level(labels, t.target_lps_mm)}")]
+    rows += [("Path length (mm)", fmt_mm(t.length_mm)),
+             ("Needle (mm)", "-" if t.needle_length_mm is None else f"{t.needle_length_mm:g}")]
     if d.get("in_plane_angle_deg") is not None:
         rows += [("In-plane angle (deg)", fmt_deg(d.get("in_plane_angle_deg"))),
                  ("Needle visibility (0-1)", fmt_risk(d.get("needle_visibility")))]
@@ -262,7 +280,8 @@ def _trajectory_tables(plan: Any, number: int, t: Any) -> tuple[Table, Table]:
     rows += [("Risk (0 best, 1 worst)", fmt_risk(t.risk)), ("P(organ contact), all errors", fmt_pct(t.p_oar_contact)),
              ("P(organ contact), lateral error only", fmt_pct(d.get("p_oar_contact_lateral"))),
              ("P(organ contact), depth error only", fmt_pct(d.get("p_oar_contact_depth")))]
-    summary = _kv(f"Needle {number}: {t.side} ({t.role})", rows)
+    summary = _kv(f"Needle {number}: {t.side} ({t.role})", rows,
+                  note="LPS = DICOM patient coordinates: x towards the patient's left, y posterior, z superior (mm).")
     margins = d.get("margins_mm", {}) or {}
     organ_rows = []
     far = 0
@@ -424,7 +443,7 @@ def build_report(plan: Any, image: Volume, labels: Volume, estimate: Any | None,
     traj_tables: list[Table] = [_overview_table(plan)]
     for i, t in enumerate(plan.trajectories, 1):
         if t in primary:
-            traj_tables.extend(_trajectory_tables(plan, i, t))
+            traj_tables.extend(_trajectory_tables(plan, i, t, labels))
     sections.append(("Trajectories", tuple(traj_tables)))
     figures = [axial_figure(plan, image, labels, primary)]
     if image.shape[0] > 1:  # a single frame (ultrasound) already is the plane of the needle
