@@ -336,6 +336,9 @@ def _analgesia_tables(estimate: Any, entered: Sequence[str], plan_inputs: Sequen
         ("80% prediction interval (weeks)", f"{fmt_weeks(lo)} to {fmt_weeks(hi)}"),
         ("80% interval of the median (weeks)", f"{fmt_weeks(clo)} to {fmt_weeks(chi)}"),
         ("Reference patient median (weeks)", fmt_weeks(estimate.reference_median_relief_weeks)),
+        ("Main factors (median relief vs the reference patient)",
+         "; ".join([f"{c.description} x{c.median_factor:.2f}" for c in estimate.contributions
+                    if abs(math.log(max(c.median_factor, 1e-9))) > 0.05][:4]) or "none (reference patient)"),
         ("Model", f"{estimate.label} (version {estimate.model_version})"),
     ], note=SYNTHETIC_NOTE)
     tp_rows = tuple((f"{tp.weeks:g}", fmt_pct(tp.p_relieved),
