@@ -102,8 +102,10 @@ def main(argv: list[str] | None = None) -> int:
             wall, summary = best
             rates[workers] = 60.0 * summary.done / wall
             task_s = [r["seconds"] for r in summary.results]
+            cpu_s = [r["cpu_seconds"] for r in summary.results]
             print(f"  {workers} worker(s): {summary.done} series in {wall:.1f} s = {rates[workers]:.1f} series/min; "
-                  f"task time mean {sum(task_s) / len(task_s):.2f} s, max {max(task_s):.2f} s "
+                  f"task wall mean {sum(task_s) / len(task_s):.2f} s (CPU {sum(cpu_s) / len(cpu_s):.2f} s), "
+                  f"max {max(task_s):.2f} s "
                   f"(cluster start + model load {startup:.1f} s, not counted)")
         first, last = args.workers[0], args.workers[-1]
         load = os.getloadavg()[0]

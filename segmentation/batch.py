@@ -470,7 +470,7 @@ def process_series(job: SeriesJob, cfg: TaskConfig, attempt: int = 1) -> dict[st
     from planner.dicom_series import load_dicom
     from segmentation.commands.segment import segment_series
 
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     name = out_name(job.uid, cfg)
     series_root = Path(cfg.out_dir) / SERIES_DIR
     tmp = series_root / f".{name}{TMP_MARK}{secrets.token_hex(4)}"
@@ -504,7 +504,8 @@ def process_series(job: SeriesJob, cfg: TaskConfig, attempt: int = 1) -> dict[st
     except Exception as exc:  # a failing series is reported, never fatal to the batch
         shutil.rmtree(tmp, ignore_errors=True)
         result.update(ok=False, error=redact(_one_line(exc)))
-    result.update(seconds=round(time.perf_counter() - t0, 3), model_loads=_LOADS)
+    result.update(seconds=round(time.perf_counter() - t0, 3), cpu_seconds=round(time.process_time() - cpu0, 3),
+                  model_loads=_LOADS)
     return result
 
 
@@ -832,7 +833,7 @@ def _write_reports(out: Path, summary: BatchSummary, input_dir: Path, bundle: An
                  "reason": show_text(s.reason)} for s in summary.skipped))
     per_series = [{"series_uid": show_uid(r["uid"]), "status": "done" if r.get("ok") else "failed",
                    "reused_from_ledger": bool(r.get("reused")), "attempts": r.get("attempt"),
-                   "seconds": r.get("seconds"), "output": f"{SERIES_DIR}/{r.get('out_name')}" if r.get("ok") else None,
+                   "seconds": r.get("seconds"), "cpu_seconds": r.get("cpu_seconds"), "output": f"{SERIES_DIR}/{r.get('out_name')}" if r.get("ok") else None,
                    "error": show_text(r.get("error", "")) or None,
                    "input": {"folder": show_path(job.folder), "files": len(job.files), "slices": job.n_slices,
                              "description": WITHHELD if uid_map else job.description,
