@@ -83,7 +83,7 @@ def test_bad_input_is_refused(session):
 def test_cli_practice_json(session, capsys):
     entry, target = kidney_path(session)
     fmt = lambda p: ",".join(f"{v:.3f}" for v in p)  # noqa: E731
-    rc = main(["practice", CASE, "--entry", fmt(entry), "--target", fmt(target), "--json"])
+    rc = main(["practice", CASE, f"--entry={fmt(entry)}", f"--target={fmt(target)}", "--json"])
     assert rc == 0
     result = json.loads(capsys.readouterr().out)
     assert result["feasible"] is False and "crosses kidney_left" in result["reasons"]
@@ -93,3 +93,18 @@ def test_cli_practice_json(session, capsys):
     with pytest.raises(SystemExit):  # argparse: usage error
         main(["practice", CASE, "--entry", "0,0", "--target", "1,1,1"])
     assert "expected three values X,Y,Z" in capsys.readouterr().err
+
+
+def test_cli_practice_on_an_image_path(session, capsys):
+    from planner.samples import get_case
+
+    case = get_case(CASE)
+    best = session.best("right")
+    fmt = lambda p: ",".join(f"{v:.3f}" for v in p)  # noqa: E731
+    args = ["practice", str(case.image_path), f"--entry={fmt(best.entry_lps_mm)}",  # x < 0 on the right: use "="
+            f"--target={fmt(best.target_lps_mm)}"]
+    assert main(args) == 2
+    assert "--labels" in capsys.readouterr().err
+    assert main(args + ["--labels", str(case.labels_path), "--procedure", PRESET]) == 0
+    out = capsys.readouterr().out
+    assert "trainee path (right): FEASIBLE" in out and "planner-score percentile 100" in out

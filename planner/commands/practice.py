@@ -2,7 +2,8 @@
 
 CASE is a bundled sample case name (``plexplan sample list``) or an image path with
 ``--labels``. Entry and target are patient LPS millimetres (x left, y posterior,
-z superior), as shown in the napari status bar and in ``plan.json``. The path is scored
+z superior), as shown in the napari status bar and in ``plan.json``; write
+``--entry=-49.5,103.3,-105`` (with ``=``) when a value list starts with a minus sign. The path is scored
 against the planner's best by :class:`planner.practice.PracticeSession`.
 """
 
@@ -29,8 +30,10 @@ def _point(text: str) -> tuple[float, float, float]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("case", help="sample case name or image path (DICOM folder/file or NIfTI)")
-    parser.add_argument("--entry", required=True, type=_point, metavar="X,Y,Z", help="skin entry, LPS mm")
-    parser.add_argument("--target", required=True, type=_point, metavar="X,Y,Z", help="needle tip, LPS mm")
+    parser.add_argument("--entry", required=True, type=_point, metavar="X,Y,Z",
+                        help="skin entry, LPS mm (write --entry=X,Y,Z when X is negative)")
+    parser.add_argument("--target", required=True, type=_point, metavar="X,Y,Z",
+                        help="needle tip, LPS mm (write --target=X,Y,Z when X is negative)")
     parser.add_argument("--procedure", metavar="NAME", help="procedure preset (default: the case's first preset)")
     parser.add_argument("--labels", metavar="FILE", help="label map for an image path (NIfTI on the image grid)")
     parser.add_argument("--seed", type=int, default=0, help="seed for target sampling (default 0)")
