@@ -129,7 +129,7 @@ class PracticeSession:
         from planner.distance import CaseGeometry, check_same_grid
         from planner.plan import _with_targets
         from planner.presets import get_preset
-        from planner.trajectory import PathPlanner, single_frame, sides_for, target_frame
+        from planner.trajectory import PathPlanner, single_frame, target_frame
 
         self.preset = get_preset(procedure)
         check_same_grid(image, labels)
@@ -139,6 +139,21 @@ class PracticeSession:
             image, labels = single_frame(image, frame), single_frame(labels, frame)
         self.image, self.labels = image, labels
         self.planner = PathPlanner(CaseGeometry(labels=labels, image=image), self.preset, seed=seed)
+        self._search(n_targets)
+
+    @classmethod
+    def from_planner(cls, planner: Any, n_targets: int = 24) -> "PracticeSession":
+        """A session on an existing :class:`planner.trajectory.PathPlanner` (a viewer's), without
+        recomputing its distance maps: only the candidate search runs (well under a second)."""
+        self = cls.__new__(cls)
+        self.preset, self.planner = planner.preset, planner
+        self.labels, self.image = planner.geometry.labels, planner.geometry.image
+        self._search(n_targets)
+        return self
+
+    def _search(self, n_targets: int) -> None:
+        from planner.trajectory import sides_for
+
         self._candidates: dict[str, Any] = {}
         self._best: dict[str, Any] = {}
         for side in sides_for(self.preset):

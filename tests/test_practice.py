@@ -108,3 +108,12 @@ def test_cli_practice_on_an_image_path(session, capsys):
     assert main(args + ["--labels", str(case.labels_path), "--procedure", PRESET]) == 0
     out = capsys.readouterr().out
     assert "trainee path (right): FEASIBLE" in out and "planner-score percentile 100" in out
+
+
+def test_session_on_an_existing_planner_matches(session):
+    """A viewer's PathPlanner is reused: same candidates, same best path, same score."""
+    again = PracticeSession.from_planner(session.planner)
+    best = session.best("left")
+    assert again.best("left").entry_lps_mm == best.entry_lps_mm
+    a, b = session.score(best.entry_lps_mm, best.target_lps_mm), again.score(best.entry_lps_mm, best.target_lps_mm)
+    assert a.score_percentile == b.score_percentile and a.n_feasible == b.n_feasible
