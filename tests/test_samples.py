@@ -106,6 +106,10 @@ def test_ultrasound_case_is_a_calibrated_cine():
     assert names == {"brachial_plexus", "blood_vessel", "ribs", "lungs"}
 
 
+def test_every_registered_case_is_bundled():
+    assert case_names() == tuple(CASE_IDS), "regenerate with python -m segmentation.make_samples"
+
+
 def test_samples_fit_the_size_budget():
     total = sum(p.stat().st_size for p in samples_dir().rglob("*") if p.is_file())
     assert total / 1e6 < MAX_SAMPLES_MB
