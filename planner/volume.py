@@ -259,6 +259,11 @@ class _AtomicOutput:
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         assert self.tmp is not None
         if exc_type is None:
+            # mkstemp makes owner-only files; give the result the permissions a plain open() would
+            umask = os.umask(0)
+            os.umask(umask)
+            if self.tmp.exists():
+                os.chmod(self.tmp, 0o666 & ~umask)
             os.replace(self.tmp, self.target)
         else:
             self.tmp.unlink(missing_ok=True)
