@@ -1,0 +1,313 @@
+"""CT segmentation: shipped bundle (MONAI verification, sha256), inference geometry, `plexplan segment`
+on CT (network, foreign MONAI bundle, imported labels), refusals, and the training code path.
+
+Inference tests use the SHIPPED bundle ``models/ct_abdomen_phantom``; training runs 2 steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from planner.anatomy import label_of
+from planner.cli import main
+from planner.errors import ModelError, VolumeError
+from planner.volume import Volume, load_nifti, save_nifti
+from tests.conftest import shared_path
+
+ROOT = Path(__file__).resolve().parent.parent
+SCHEMA = ROOT / "tests" / "data" / "monai_bundle_meta_schema.json"
+
+
+@pytest.fixture(scope="module")
+def ct():
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(2)
+    from segmentation import ct
+
+    return ct
+
+
+@pytest.fixture(scope="module")
+def shipped(ct):
+    from segmentation.bundle import default_bundle_path, read_bundle
+
+    return read_bundle(default_bundle_path("ct_abdomen_phantom"))
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    from segmentation.phantom_ct import make_ct_phantom
+
+    return make_ct_phantom(9105, spacing_mm=(5.0, 5.0, 5.0))
+
+
+def _segment(out: Path, *args: str) -> int:
+    return main(["segment", *args, "--out", str(out), "--no-progress"])
+
+
+def _refused(capsys, out: Path, pattern: str, *args: str) -> None:
+    """``plexplan segment`` exits 2 with a one-line error matching ``pattern`` and writes nothing."""
+    capsys.readouterr()
+    assert _segment(out, *args) == 2
+    err = capsys.readouterr().err
+    assert re.search(pattern, err), err
+    assert "Traceback" not in err
+    assert not out.exists() or not any(out.iterdir())
+
+
+# ---------------------------------------------------------------------------- bundle
+def test_shipped_bundle_passes_monai_verification(shipped, tmp_path):
+    from monai.bundle import verify_metadata, verify_net_in_out
+
+    meta = shipped.root / "configs" / "metadata.json"
+    schema = tmp_path / "schema.json"  # offline: the schema URL cannot be fetched here
+    shutil.copy(SCHEMA, schema)
+    verify_metadata(meta_file=str(meta), filepath=str(schema))
+    verify_net_in_out(net_id="network_def", meta_file=str(meta), config_file=str(shipped.root / "configs" / "inference.json"),
+                      device="cpu", n=6)
+    labels = shipped.metadata["network_data_format"]["outputs"]["pred"]["channel_def"]
+    assert labels["1"] == "aorta" and len(labels) == shipped.metadata["network_data_format"]["outputs"]["pred"]["num_channels"]
+    assert (shipped.root / "models" / "model.pt").stat().st_size < 10 * 2**20
+    card = (shipped.root / "docs" / "README.md").read_text()
+    for phrase in ("synthetic", "Not a medical device", "held-out phantoms", "real CT series"):
+        assert phrase in card
+
+
+def test_weights_with_a_wrong_sha256_are_refused(shipped, tmp_path):
+    from segmentation.bundle import read_bundle
+
+    copy = tmp_path / "b"
+    shutil.copytree(shipped.root, copy)
+    with open(copy / "models" / "model.pt", "r+b") as fh:
+        fh.seek(200)
+        byte = fh.read(1)
+        fh.seek(200)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(ModelError, match="sha256"):
+        read_bundle(copy).load_network()
+
+
+def test_bundle_without_label_names_is_refused(shipped, ct, tmp_path, capsys):
+    from segmentation.bundle import read_bundle
+
+    ours = tmp_path / "ours"
+    shutil.copytree(shipped.root, ours)
+    meta = json.loads((ours / "configs" / "metadata.json").read_text())
+    del meta["plexus_planner"]["channel_vocabulary"]
+    (ours / "configs" / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="names no output labels"):
+        ct.spec_from_bundle(read_bundle(ours))
+    foreign = tmp_path / "foreign"
+    shutil.copytree(shipped.root, foreign)
+    del meta["plexus_planner"]
+    del meta["network_data_format"]["outputs"]["pred"]["channel_def"]
+    (foreign / "configs" / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="names no output labels"):
+        read_bundle(foreign, allow_foreign=True)
+    out = tmp_path / "out"
+    _refused(capsys, out, "names no output labels", str(shared_path("ct_abdomen_ts_dicom", "dicom")), "--model", str(foreign))
+
+
+# ---------------------------------------------------------------------------- inference
+def test_class_tables_follow_the_vocabulary(ct):
+    lut = ct.vocabulary_to_channel_lut()
+    assert ct.CLASSES[lut[label_of("vertebra_L1")]] == "vertebrae"
+    assert ct.CLASSES[lut[label_of("spinal_cord")]] == "spinal_canal"
+    assert ct.CLASSES[lut[label_of("subcutaneous_fat")]] == "body"
+    assert lut[0] == 0
+    back = ct.channel_to_vocabulary_lut(ct.channel_vocabulary())
+    assert back[ct.CLASSES.index("aorta")] == label_of("aorta")
+
+
+@pytest.mark.slow
+def test_resampling_round_trip_keeps_geometry_on_a_flipped_grid(ct, phantom):
+    """A thresholding stand-in network: labels must land where the HU are, on any grid orientation."""
+    import torch
+
+    class Threshold(torch.nn.Module):
+        def forward(self, x):
+            out = torch.zeros(x.shape[0], len(ct.CLASSES), *x.shape[2:])
+            out[:, 0] = 0.5
+            out[:, ct.CLASSES.index("body")] = (x[:, 0] > 0.2).float()
+            out[:, ct.CLASSES.index("vertebrae")] = 2.0 * (x[:, 0] > 0.72).float()
+            return out
+
+    img = phantom.image
+    flipped = dataclasses.replace(img, array=img.array[:, ::-1].copy(), direction=np.diag([1.0, -1.0, 1.0]),
+                                  origin=tuple(img.index_to_lps([0, img.shape[1] - 1, 0])))
+    spec = dataclasses.replace(ct.CTSpec(), postprocess=False)
+    for vol in (img, flipped):
+        lab = ct.segment_ct(vol, Threshold(), spec)
+        assert lab.same_grid(vol)
+        body = lab.array == label_of("body")
+        truth = (vol.array > -190) & (vol.array <= 226)
+        assert 2 * (body & truth).sum() / (body.sum() + truth.sum()) > 0.9
+
+
+@pytest.mark.slow
+def test_shipped_model_segments_a_held_out_phantom(ct, shipped, phantom):
+    net = shipped.load_network()
+    lab = ct.segment_ct(phantom.image, net, ct.spec_from_bundle(shipped))
+    truth = ct.truth_in_network_classes(phantom.labels.array)
+    dice = ct.dice_by_name(lab.array, truth, ("body", "liver", "aorta"))
+    assert dice["body"] > 0.8
+    assert dice["liver"] > 0.5
+    from planner.anatomy import VERTEBRAL_LEVELS, vertebra_name
+
+    levels = {label_of(vertebra_name(lv)) for lv in VERTEBRAL_LEVELS} | {label_of("bone_other")}
+    assert set(np.unique(lab.array)) <= {0} | {label_of(n) for n in ct.CLASSES[1:]} | levels
+    assert "levels counted up from the sacrum" in " ".join(lab.warnings)
+
+
+@pytest.mark.slow
+def test_plexplan_segment_ct_series_writes_every_output(tmp_path, phantom):
+    from planner.dicom_write import write_ct_series
+    from planner.dicom_seg import read_seg
+    from planner.volume import load
+
+    series = tmp_path / "series"
+    write_ct_series(phantom.image, series)
+    out = tmp_path / "out"
+    assert _segment(out, str(series)) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["labels.json", "labels.nii.gz", "seg.dcm",
+                                                     "structures.csv", "targets.json"]
+    image = load(series)
+    labels = load_nifti(out / "labels.nii.gz")
+    assert labels.same_grid(image)
+    names = json.loads((out / "labels.json").read_text())
+    assert names[str(label_of("aorta"))] == "aorta"
+    header = (out / "structures.csv").read_text().splitlines()[0]
+    assert header == "structure,label,voxels,volume_ml,mean_hu"
+    targets = json.loads((out / "targets.json").read_text())["targets"]
+    assert set(targets) == {"celiac_plexus_region", "superior_hypogastric_plexus_region", "splanchnic_nerve_zone"}
+    np.testing.assert_array_equal(read_seg(out / "seg.dcm", image).array, labels.array)
+
+
+# ---------------------------------------------------------------------------- refusals
+def test_non_ct_image_is_refused_without_output(tmp_path, phantom, ct, capsys):
+    mr = phantom.image.with_array(np.clip(phantom.image.array.astype(np.int32) + 1024, 0, 3000).astype(np.int16))
+    path = save_nifti(mr, tmp_path / "mr.nii.gz")
+    out = tmp_path / "out"
+    _refused(capsys, out, "not a CT image", str(path))
+    assert not out.exists()
+
+
+def test_2d_image_is_refused(tmp_path, phantom, capsys):
+    one = Volume(array=phantom.image.array[10:11].copy(), spacing=phantom.image.spacing, origin=phantom.image.origin,
+        modality="CT")
+    path = save_nifti(one, tmp_path / "slice.nii.gz")
+    out = tmp_path / "out"
+    _refused(capsys, out, "3D volume", str(path))
+    assert not out.exists()
+
+
+def test_voxel_limit_is_checked_on_the_header_before_loading(tmp_path, phantom, capsys):
+    import nibabel as nib
+
+    path = save_nifti(phantom.image, tmp_path / "ct.nii.gz")
+    out = tmp_path / "out"
+    _refused(capsys, out, "above the limit of 1,000", str(path), "--max-voxels", "1000")
+    # a header that claims 4 giga-voxels (the data is not there): refused from the header alone
+    img = nib.load(str(path))
+    header = img.header.copy()
+    header.set_data_shape((2000, 2000, 1000))
+    big = tmp_path / "big.nii"
+    with open(big, "wb") as fh:
+        header.write_to(fh)
+    _refused(capsys, out, "above the limit", str(big))
+    assert not out.exists()
+
+
+# ---------------------------------------------------------------------------- any bundle, any label map
+def _tiny_foreign_bundle(root: Path) -> Path:
+    """A MONAI-Zoo-style bundle (no plexus_planner section) with TotalSegmentator v1 label names."""
+    import torch
+    from monai.networks.nets import UNet
+
+    (root / "configs").mkdir(parents=True)
+    (root / "models").mkdir()
+    names = {"0": "background", "1": "spleen", "2": "liver", "3": "aorta", "4": "face"}
+    meta = {"version": "0.0.1", "name": "tiny_wholebody_like",
+            "network_data_format": {"inputs": {"image": {"type": "image", "format": "hounsfield", "modality": "CT",
+                                                         "num_channels": 1, "spatial_shape": [16, 16, 16]}},
+                                    "outputs": {"pred": {"type": "image", "format": "segmentation",
+                                                         "num_channels": 5, "channel_def": names}}}}
+    net_def = {"_target_": "UNet", "spatial_dims": 3, "in_channels": 1, "out_channels": 5,
+               "channels": [4, 8], "strides": [2], "num_res_units": 0}
+    inference = {"network_def": net_def,
+                 "preprocessing": {"_target_": "Compose", "transforms": [
+                     {"_target_": "Orientationd", "keys": "image", "axcodes": "RAS"},
+                     {"_target_": "Spacingd", "keys": "image", "pixdim": [8.0, 8.0, 8.0]},
+                     {"_target_": "ScaleIntensityRanged", "keys": "image", "a_min": -1024, "a_max": 1024,
+                      "b_min": 0.0, "b_max": 1.0, "clip": True}]},
+                 "inferer": {"_target_": "SlidingWindowInferer", "roi_size": [16, 16, 16]}}
+    (root / "configs" / "metadata.json").write_text(json.dumps(meta))
+    (root / "configs" / "inference.json").write_text(json.dumps(inference))
+    torch.manual_seed(0)
+    args = {k: v for k, v in net_def.items() if k != "_target_"}
+    torch.save(UNet(**args).state_dict(), root / "models" / "model.pt")
+    return root
+
+
+def test_foreign_monai_bundle_runs_with_its_label_names_mapped(tmp_path, phantom, ct, capsys):
+    from segmentation.bundle import read_bundle, sha256_of
+
+    bundle_dir = _tiny_foreign_bundle(tmp_path / "tiny")
+    bundle = read_bundle(bundle_dir, allow_foreign=True)
+    assert bundle.modality == "CT" and bundle.is_foreign
+    assert bundle.channel_vocabulary == {1: "spleen", 2: "liver", 3: "aorta"}
+    assert bundle.unmapped_labels == ["face"]
+    spec = ct.spec_from_bundle(bundle)
+    assert spec.spacing_mm == (8.0, 8.0, 8.0) and spec.axcodes == "RAS" and spec.roi_size == (16, 16, 16)
+    path = save_nifti(phantom.image.with_array(phantom.image.array), tmp_path / "ct.nii.gz")
+    out = tmp_path / "out"
+    _refused(capsys, out, "--model-sha256", str(path), "--model", str(bundle_dir))
+    _refused(capsys, out, "sha256", str(path), "--model", str(bundle_dir), "--model-sha256", "0" * 64)
+    capsys.readouterr()
+    assert _segment(out, str(path), "--model", str(bundle_dir), "--model-sha256", sha256_of(bundle_dir / "models" / "model.pt")) == 0
+    printed = capsys.readouterr().out
+    assert "face" in printed  # the unmapped label is reported
+    labels = load_nifti(out / "labels.nii.gz")
+    assert labels.shape == phantom.image.shape
+    allowed = {0, label_of("spleen"), label_of("liver"), label_of("aorta")} | {
+        label_of(n) for n in ("celiac_plexus_region", "superior_hypogastric_plexus_region", "splanchnic_nerve_zone")}
+    assert set(np.unique(labels.array)) <= allowed
+
+
+@pytest.mark.slow
+def test_plexplan_segment_labels_from_totalsegmentator_and_rtstruct(tmp_path):
+    root = shared_path("ct_abdomen_ts_dicom")
+    out = tmp_path / "ts"
+    assert _segment(out, str(root / "dicom"), "--labels-from", str(root / "silver_labels_totalseg.nii.gz"),
+                    "--class-map", str(root / "labels_totalsegmentator_v2.json")) == 0
+    targets = json.loads((out / "targets.json").read_text())
+    assert targets["targets"]["splanchnic_nerve_zone"]["source"] == "rule"
+    assert targets["imported"]["unmapped"] == []
+    assert (out / "seg.dcm").exists()
+    thigh = shared_path("ct_thigh_sts001", "dicom")
+    out2 = tmp_path / "rt"
+    assert _segment(out2, str(thigh / "image"), "--labels-from", str(thigh / "mask" / "RS.dcm")) == 0
+    names = json.loads((out2 / "labels.json").read_text())
+    assert names == {str(label_of("tumour")): "tumour"}
+
+
+# ---------------------------------------------------------------------------- training path
+@pytest.mark.slow
+def test_plexplan_train_ct_runs_two_steps(tmp_path):
+    cfg = tmp_path / "ct.yaml"
+    cfg.write_text("task: ct_phantom\nnetworks: [unet]\ncompare_minutes: 0.05\ntrain_minutes: 0.05\n"
+                   "train_seeds: [5000, 5002]\nval_seeds: [5003]\nspacing_mm: 6.0\n"
+                   f"cache_dir: {tmp_path / 'cache'}\n")
+    out = tmp_path / "run"
+    assert main(["train", str(cfg), "--out", str(out), "--max-steps", "2"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["network"] == "unet" and 2 <= summary["steps"] <= 4
+    assert (out / "model.pt").stat().st_size > 0
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 3
