@@ -211,12 +211,6 @@ def vertebral_level(labels: Volume, lps: Sequence[float]) -> str:
     return best if area.get(label_of(vertebra_name(best)), 0) else "-"
 
 
-def _angle_text(t: Any) -> str:
-    if t.details.get("in_plane_angle_deg") is not None:
-        return f"in-plane {fmt_deg(t.details.get('in_plane_angle_deg'))}"
-    return fmt_deg(t.gantry_angle_deg)
-
-
 def _summary_table(plan: Any, primary: Sequence[Any], estimate: Any | None, no_estimate_reason: str) -> Table:
     """At a glance: the recommended needles, spread and relief (numbers formatted as in the tables below)."""
     rows: list[tuple[str, str]] = [("Plan", "feasible" if plan.feasible else "NO COMPLETE FEASIBLE PLAN: see the "
@@ -661,7 +655,7 @@ def _direction_word(vector: np.ndarray) -> str:
     return (("right", "left"), ("anterior", "posterior"), ("inferior", "superior"))[axis][int(v[axis] > 0)]
 
 
-#: structures drawn in the 3D overview: (label names, colour, opacity, downsampling target mm)
+#: surfaces drawn in the 3D overview: (group, colour, opacity)
 OVERVIEW_GROUPS = (("bone", "#b0a890", 0.45), ("aorta", "#dc1414", 0.9), ("kidneys", "#a050c8", 0.7))
 
 
