@@ -4,13 +4,14 @@
 analgesia estimate. Every number the report shows is formatted once, into the tables of a
 :class:`Report`; the HTML and the PDF are two renderings of the same tables, so they cannot
 disagree with each other, and the tables are built from the plan's own values (the same
-values ``plan.json`` stores). Figures are matplotlib (Agg) PNGs: the axial slice through the
+values ``plan.json`` stores). Figures are matplotlib PNGs (Agg canvas, no pyplot): the axial slice through the
 target with the needles, the in-plane reslice along each recommended needle
 (:mod:`planner.reslice`), a 3D overview (marching cubes on downsampled masks) and the relief
 curve. The PDF is laid out with reportlab.
 
 :func:`write_outputs` writes ``plan.json``, ``report.html`` and ``report.pdf`` into a folder,
-each atomically and only after all three rendered.
+each atomically and only after all three rendered; :func:`write_plan_report` does estimate,
+report and files in one call (``plexplan plan`` and a viewer's export).
 
 Research and education software, not a medical device.
 """
@@ -481,9 +482,6 @@ def _planning_frame(plan: Any, volume: Volume) -> Volume:
 def _png(fig: Any) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
     return buf.getvalue()
 
 
@@ -556,12 +554,14 @@ def _name(label: int) -> str:
 
 
 def _figure(w: float, h: float) -> Any:
-    import matplotlib
+    """A matplotlib figure on the Agg canvas, without pyplot (no global backend switch, so a
+    viewer's own matplotlib figures are left alone)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure as MplFigure
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt.figure(figsize=(w, h))
+    fig = MplFigure(figsize=(w, h))
+    FigureCanvasAgg(fig)
+    return fig
 
 
 def axial_figure(plan: Any, image: Volume, labels: Volume, primary: Sequence[Any]) -> Figure:
