@@ -802,12 +802,14 @@ def _image_volume(uid: str, instance: _Instance, frames: list[_Frame], warnings:
     if (slope, intercept) != (1.0, 0.0) and rgb is None:
         grey = _rescaled_stack(list(grey), np.full(len(grey), slope), np.full(len(grey), intercept))
     spacing = _ultrasound_spacing(ds, warnings)
+    calibrated = True
     if spacing is None:
         ps = frames[0].pixel_spacing or (_floats(ds.get("ImagerPixelSpacing"), 2) if "ImagerPixelSpacing" in ds else None)
         if ps is not None and min(ps) > 0:
             spacing = (float(ps[0]), float(ps[1]))
         else:
             spacing = (1.0, 1.0)
+            calibrated = False
             warnings.append("no physical calibration (SequenceOfUltrasoundRegions or PixelSpacing): "
                             "pixel spacing set to 1 mm, distances are in pixels")
     n = grey.shape[0]
@@ -835,6 +837,7 @@ def _image_volume(uid: str, instance: _Instance, frames: list[_Frame], warnings:
         source=_source(uid, [instance]),
         warnings=tuple(warnings),
         display_rgb=rgb,
+        calibrated=calibrated,
     )
 
 

@@ -62,6 +62,9 @@ class Volume:
     warnings: tuple[str, ...] = ()
     #: colour frames ``[z, y, x, 3]`` uint8 for display (ultrasound); ``array`` is greyscale
     display_rgb: np.ndarray | None = None
+    #: False when the in-plane spacing is a 1 mm placeholder because the file carries no
+    #: physical calibration (ultrasound without regions or PixelSpacing, a PNG frame)
+    calibrated: bool = True
 
     def __post_init__(self) -> None:
         if self.array.ndim != 3:

@@ -386,9 +386,11 @@ def check_ultrasound(path: Path, volume: Volume, frames: int, colour: bool) -> N
     if region is not None:
         assert volume.spacing[1] == pytest.approx(10 * float(region.PhysicalDeltaY))
         assert volume.spacing[2] == pytest.approx(10 * float(region.PhysicalDeltaX))
+        assert volume.calibrated
     else:
         assert volume.spacing[1:] == (1.0, 1.0)
         assert any("pixel spacing set to 1 mm" in w for w in volume.warnings)
+        assert not volume.calibrated
     if frames > 1:
         assert any("z is time" in w for w in volume.warnings)
 

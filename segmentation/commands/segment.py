@@ -38,8 +38,6 @@ MAX_VOXELS = 80_000_000
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg")
 #: relative disagreement between --spacing and a DICOM ultrasound calibration that is refused
 SPACING_TOLERANCE = 0.05
-#: the loader's warning for a DICOM image without any physical pixel calibration
-NO_CALIBRATION = "no physical calibration"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -81,14 +79,15 @@ def load_frame_image(path: Path, spacing_mm: float | None) -> Volume:
     warnings = ()
     if spacing_mm is None:
         spacing_mm = 1.0
-        warnings = (f"{path.name}: {NO_CALIBRATION}; pixel spacing set to 1 mm (areas in pixels); pass --spacing MM",)
+        warnings = (f"{path.name}: no physical calibration; pixel spacing set to 1 mm (areas in pixels); "
+                    "pass --spacing MM",)
     return Volume(array=grey[None], spacing=(1.0, spacing_mm, spacing_mm), origin=(0.0, 0.0, 0.0),
-                  modality="US", warnings=warnings, display_rgb=rgb[None])
+                  modality="US", warnings=warnings, display_rgb=rgb[None], calibrated=not warnings)
 
 
 def has_calibration(volume: Volume) -> bool:
     """True when the loader found a physical pixel calibration (ultrasound regions or PixelSpacing)."""
-    return not any(NO_CALIBRATION in w for w in volume.warnings)
+    return volume.calibrated
 
 
 def apply_spacing(volume: Volume, spacing_mm: float | None, path: Path) -> Volume:
@@ -106,8 +105,8 @@ def apply_spacing(volume: Volume, spacing_mm: float | None, path: Path) -> Volum
         return volume
     if spacing_mm is None:
         return volume
-    kept = tuple(w for w in volume.warnings if NO_CALIBRATION not in w)
-    return dataclasses.replace(volume, spacing=(volume.spacing[0], spacing_mm, spacing_mm),
+    kept = tuple(w for w in volume.warnings if "no physical calibration" not in w)
+    return dataclasses.replace(volume, spacing=(volume.spacing[0], spacing_mm, spacing_mm), calibrated=True,
                                warnings=kept + (f"pixel spacing {spacing_mm} mm from --spacing",))
 
 
