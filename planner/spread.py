@@ -15,7 +15,12 @@ The rule (an explicit, documented assumption, the same for every approach):
   pre-aortic (anterior to the aortic centre and within ``PREAORTIC_MM`` of the centre line
   in x), since injectate there crosses in front of the aorta.
 * A periaortic tip at or above the celiac origin covers both the cranial and caudal
-  compartments of its side(s); a tip below it covers only the caudal ones.
+  compartments of its side(s); a tip below it covers only the caudal ones, unless it is
+  *retrocrural* (posterior to the aortic centre): injectate placed behind the crus spreads
+  cranio-caudally along the retrocrural compartment towards the splanchnic nerves, so it
+  covers the cranial and caudal compartments of its side at any level. This is what makes
+  the classic posterior retrocrural technique work as well as the transcrural and
+  splanchnic ones (randomised, n=61: Ischia et al., Anesthesiology 1992;76:534).
 * ``p_four_quadrants`` is 0.58 when some periaortic tip lies above the celiac origin,
   else 0.14 (the published figures, applied to all approaches).
 
@@ -44,7 +49,8 @@ TRUNK_LENGTH_MM = 20.0
 RULE = ("quadrants = periaortic compartments (left/right of the aorta x cranial/caudal of the celiac "
         f"origin); a tip within {PERIAORTIC_MM:g} mm of the aortic wall covers its side (both sides if "
         f"pre-aortic within {PREAORTIC_MM:g} mm of the aortic centre line), cranial+caudal if at or above the "
-        "celiac origin else caudal only; a farther tip covers its own compartment only; p(4 quadrants) "
+        "celiac origin else caudal only (a retrocrural tip, posterior to the aortic centre, spreads cranio-"
+        "caudally: cranial+caudal of its side); a farther tip covers its own compartment only; p(4 quadrants) "
         f"{P4_ABOVE} if a periaortic tip is above the celiac origin else {P4_BELOW} (Anesthesiology 1997;87:1301)")
 
 
@@ -114,7 +120,8 @@ def estimate_spread(geometry: CaseGeometry, tips_lps: Sequence[Sequence[float]],
         sides = {side}
         if tip[1] < centre[1] and abs(tip[0] - centre[0]) <= PREAORTIC_MM:
             sides = {"left", "right"}
-        rows = ("cranial", "caudal") if above else ("caudal",)
+        retrocrural = tip[1] > centre[1]
+        rows = ("cranial", "caudal") if above or retrocrural else ("caudal",)
         covered.update(f"{s}-{r}" for s in sides for r in rows)
     return Spread(quadrants=len(covered), rule=RULE, p_four_quadrants=P4_ABOVE if above_any else P4_BELOW,
                   tip_above_celiac=None if ref_z is None else bool(above_any), covered=tuple(sorted(covered)),

@@ -145,6 +145,11 @@ def test_spread_rule_tip_above_celiac_reaches_four_quadrants():
     assert (below.quadrants, below.p_four_quadrants, below.tip_above_celiac) == (2, 0.14, False)
     preaortic = estimate_spread(geo, [(0.0, -16.0, 6.0)])  # one anterior tip crosses in front of the aorta
     assert preaortic.quadrants == 4
+    # bilateral retrocrural tips (behind the aorta) below the celiac origin spread along the
+    # retrocrural compartment: both sides, cranial and caudal
+    retrocrural = estimate_spread(geo, [(14.0, 8.0, -12.0), (-14.0, 8.0, -12.0)])
+    assert retrocrural.quadrants == 4 and retrocrural.tip_above_celiac is False
+    assert estimate_spread(geo, [(14.0, 8.0, -12.0)]).covered == ("left-caudal", "left-cranial")
     far = estimate_spread(geo, [(35.0, 30.0, 6.0)])
     assert far.quadrants == 1 and far.p_four_quadrants == 0.14
     assert estimate_spread(geo, []).quadrants == 0
