@@ -85,6 +85,21 @@ def main() -> int:
             print(done.stdout[-2000:], done.stderr[-2000:])
             return 1
         written = sorted(p.name for p in (Path(tmp) / "out").iterdir())
+        from planner.label_import import reconcile_targets
+        from planner.volume import load
+        from segmentation.commands.segment import write_outputs_atomically
+
+        t0 = time.time()
+        image = load(series)
+        t1 = time.time()
+        labels = ct.segment_ct(image, net, spec)
+        t2 = time.time()
+        labels, _ = reconcile_targets(labels)
+        t3 = time.time()
+        write_outputs_atomically(Path(tmp) / "out2", image, labels, bundle)
+        t4 = time.time()
+        print(f"in process: load {t1 - t0:.1f} s, segment {t2 - t1:.1f} s, targets {t3 - t2:.1f} s, "
+              f"write (NIfTI, JSON, CSV, SEG) {t4 - t3:.1f} s")
         print(f"end to end (fresh process: imports, load DICOM {'x'.join(map(str, ph.image.shape))} at 3 mm, "
               f"segment, targets, write {', '.join(written)}): {wall:.1f} s, peak RSS {peak_gb:.2f} GB "
               f"on {args.threads} thread(s) (targets < 10 s, < 4 GB)")

@@ -58,6 +58,10 @@ MODEL_SPACING_MM = 4.0
 HU_WINDOW = (-350.0, 450.0)
 #: training patch and sliding-window size, voxels (x, y, z) at MODEL_SPACING_MM
 PATCH = (48, 48, 48)
+#: inference window and overlap: one 96^3 window per 384 mm cube (measured faster, and better on the
+#: real series, than 48^3 windows with 0.25 overlap; see the model card)
+INFER_ROI = (96, 96, 96)
+INFER_OVERLAP = 0.0
 #: default refusal limit for the input volume (voxels), before anything is allocated
 MAX_VOXELS = 80_000_000
 
@@ -541,11 +545,11 @@ class CTSpec:
     spacing_mm: tuple[float, float, float] = (MODEL_SPACING_MM,) * 3  # MONAI pixdim (x, y, z)
     axcodes: str = "LPS"  # array axes after orientation (our phantoms: x left, y posterior, z superior)
     window: tuple[float, float, float, float] = (HU_WINDOW[0], HU_WINDOW[1], 0.0, 1.0)  # a_min, a_max, b_min, b_max
-    roi_size: tuple[int, int, int] = PATCH
+    roi_size: tuple[int, int, int] = INFER_ROI
     channel_vocab: Mapping[int, str] = field(default_factory=channel_vocabulary)
     max_voxels: int = MAX_VOXELS
     sw_batch_size: int = 2
-    overlap: float | None = None
+    overlap: float | None = INFER_OVERLAP
     postprocess: bool = True
 
 
@@ -590,8 +594,9 @@ def spec_from_bundle(bundle: Any, max_voxels: int | None = None) -> CTSpec:
         spacing = tuple(float(v) for v in (sp if isinstance(sp, list) else [sp] * 3))
         window = tuple(float(v) for v in ours.get("hu_window", HU_WINDOW)) + (0.0, 1.0)
         return CTSpec(spacing_mm=spacing, axcodes=str(ours.get("axcodes", "LPS")), window=window[:4],
-                      roi_size=tuple(int(v) for v in ours.get("roi_size", PATCH)), channel_vocab=vocab,
-                      max_voxels=int(max_voxels or ours.get("max_voxels", MAX_VOXELS)))
+                      roi_size=tuple(int(v) for v in ours.get("roi_size", INFER_ROI)), channel_vocab=vocab,
+                      max_voxels=int(max_voxels or ours.get("max_voxels", MAX_VOXELS)),
+                      overlap=float(ours.get("overlap", INFER_OVERLAP)))
     inf, root = bundle.inference, bundle.root
     kw: dict[str, Any] = {}
     spacing = _find_transform(inf, "Spacingd") or _find_transform(inf, "Spacing")
@@ -607,6 +612,7 @@ def spec_from_bundle(bundle: Any, max_voxels: int | None = None) -> CTSpec:
     inferer = _find_transform(inf, "SlidingWindowInferer")
     if inferer and "roi_size" in inferer:
         kw["roi_size"] = tuple(int(v) for v in _literal(inferer["roi_size"], "roi_size", root))
+    kw["overlap"] = float(_literal(inferer.get("overlap", 0.25), "overlap", root)) if inferer else 0.25
     kw["postprocess"] = False
     return CTSpec(channel_vocab=vocab, max_voxels=int(max_voxels or MAX_VOXELS), **kw)
 
@@ -813,7 +819,8 @@ def metadata_for(cfg: CTTrainConfig, summary: Mapping[str, Any], name: str) -> d
         },
         "plexus_planner": {"modality": "CT", "channel_vocabulary": {str(k): v for k, v in channel_vocabulary().items()},
                            "model_spacing_mm": [cfg.spacing_mm] * 3, "axcodes": "LPS", "hu_window": list(HU_WINDOW),
-                           "roi_size": list(PATCH), "max_voxels": MAX_VOXELS, "network": summary.get("network")},
+                           "roi_size": list(INFER_ROI), "overlap": INFER_OVERLAP, "training_patch": list(PATCH),
+                           "max_voxels": MAX_VOXELS, "network": summary.get("network")},
     }
 
 
@@ -827,8 +834,8 @@ def inference_extra() -> dict[str, Any]:
             {"_target_": "Spacingd", "keys": "image", "pixdim": [MODEL_SPACING_MM] * 3, "mode": "bilinear"},
             {"_target_": "ScaleIntensityRanged", "keys": "image", "a_min": HU_WINDOW[0], "a_max": HU_WINDOW[1],
              "b_min": 0.0, "b_max": 1.0, "clip": True}]},
-        "inferer": {"_target_": "SlidingWindowInferer", "roi_size": list(PATCH), "sw_batch_size": 2,
-                    "overlap": 0.25, "mode": "gaussian", "padding_mode": "replicate"},
+        "inferer": {"_target_": "SlidingWindowInferer", "roi_size": list(INFER_ROI), "sw_batch_size": 2,
+                    "overlap": INFER_OVERLAP, "mode": "gaussian", "padding_mode": "replicate"},
         "postprocessing": {"_target_": "Compose", "transforms": [
             {"_target_": "AsDiscreted", "keys": "pred", "argmax": True},
             {"_target_": "KeepLargestConnectedComponentd", "keys": "pred",
@@ -934,7 +941,8 @@ with the target regions painted by `planner.targets.add_targets`.
 ## Model
 MONAI `{summary.get('network')}` ({len(CLASSES)} output channels), input one channel CT windowed
 {HU_WINDOW[0]:g}..{HU_WINDOW[1]:g} HU to [0, 1], {MODEL_SPACING_MM:g} mm isotropic grid (LPS), patches
-{PATCH[0]}^3, sliding-window inference (overlap 0.25, Gaussian weighting, replicate padding), argmax,
+{PATCH[0]}^3 in training; inference in {INFER_ROI[0]}^3 sliding windows (overlap {INFER_OVERLAP:g}, replicate
+padding), argmax,
 largest connected component for single organs, hole filling, nearest-neighbour resampling
 back onto the input grid. Weights stored as float16 (sha256 in metadata, checked before use).
 
