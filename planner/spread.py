@@ -10,16 +10,17 @@ The rule (an explicit, documented assumption, the same for every approach):
 * Quadrants are the four periaortic compartments at the celiac level: left/right of the
   aortic centre line x cranial/caudal of the celiac trunk origin.
 * A tip counts only when it is *periaortic*: within ``PERIAORTIC_MM`` (15 mm) of the
-  aortic wall. A tip farther away reaches at most its own quadrant.
+  aortic wall. A tip farther away (and not retrocrural, below) reaches at most its own quadrant.
 * A periaortic tip covers its own side; it also covers the other side when it is
   pre-aortic (anterior to the aortic centre and within ``PREAORTIC_MM`` of the centre line
   in x), since injectate there crosses in front of the aorta.
 * A periaortic tip at or above the celiac origin covers both the cranial and caudal
-  compartments of its side(s); a tip below it covers only the caudal ones, unless it is
-  *retrocrural* (posterior to the aortic centre): injectate placed behind the crus spreads
-  cranio-caudally along the retrocrural compartment towards the splanchnic nerves, so it
-  covers the cranial and caudal compartments of its side at any level. This is what makes
-  the classic posterior retrocrural technique work as well as the transcrural and
+  compartments of its side(s); a tip below it covers only the caudal ones.
+* A *retrocrural* tip (within ``RETROCRURAL_MM`` of the retrocrural space, the
+  ``splanchnic_nerve_zone`` of ``planner.targets``) covers the cranial and caudal
+  compartments of its side at any level: injectate placed behind the crus spreads
+  cranio-caudally along the retrocrural compartment towards the splanchnic
+  nerves. This is what makes the classic posterior retrocrural technique work as well as the transcrural and
   splanchnic ones (randomised, n=61: Ischia et al., Anesthesiology 1992;76:534).
 * ``p_four_quadrants`` is 0.58 when some periaortic tip lies above the celiac origin,
   else 0.14 (the published figures, applied to all approaches).
@@ -42,6 +43,8 @@ from planner.distance import CaseGeometry
 
 PERIAORTIC_MM = 15.0
 PREAORTIC_MM = 10.0
+#: a tip this close to the retrocrural space (splanchnic nerve zone) counts as retrocrural
+RETROCRURAL_MM = 3.0
 P4_ABOVE, P4_BELOW = 0.58, 0.14
 ENCASED_CONTACT_FRACTION = 0.125
 #: the celiac trunk proper: this far from its aortic origin (the label also holds its branches)
@@ -49,7 +52,7 @@ TRUNK_LENGTH_MM = 20.0
 RULE = ("quadrants = periaortic compartments (left/right of the aorta x cranial/caudal of the celiac "
         f"origin); a tip within {PERIAORTIC_MM:g} mm of the aortic wall covers its side (both sides if "
         f"pre-aortic within {PREAORTIC_MM:g} mm of the aortic centre line), cranial+caudal if at or above the "
-        "celiac origin else caudal only (a retrocrural tip, posterior to the aortic centre, spreads cranio-"
+        "celiac origin else caudal only (a retrocrural tip, in the splanchnic nerve zone, spreads cranio-"
         "caudally: cranial+caudal of its side); a farther tip covers its own compartment only; p(4 quadrants) "
         f"{P4_ABOVE} if a periaortic tip is above the celiac origin else {P4_BELOW} (Anesthesiology 1997;87:1301)")
 
@@ -99,6 +102,7 @@ def estimate_spread(geometry: CaseGeometry, tips_lps: Sequence[Sequence[float]],
         reference = f"cranial end of {target}"
     aorta = geometry.distance("aorta")
     amask = geometry.mask("aorta")
+    retrocrural_space = geometry.distance("splanchnic_nerve_zone") if geometry.has("splanchnic_nerve_zone") else None
     covered: set[str] = set()
     above_any = False
     for tip in tips:
@@ -113,6 +117,11 @@ def estimate_spread(geometry: CaseGeometry, tips_lps: Sequence[Sequence[float]],
         side = "left" if tip[0] >= centre[0] else "right"
         above = ref_z is not None and tip[2] >= ref_z
         wall = float(aorta.sample(idx[None, :])[0])
+        retrocrural = (retrocrural_space is not None
+                       and float(retrocrural_space.sample(idx[None, :])[0]) <= RETROCRURAL_MM)
+        if retrocrural:  # spreads along the retrocrural compartment of its side
+            covered.update((f"{side}-cranial", f"{side}-caudal"))
+            continue
         if wall > PERIAORTIC_MM:
             covered.add(f"{side}-{'cranial' if above else 'caudal'}")
             continue
@@ -120,8 +129,7 @@ def estimate_spread(geometry: CaseGeometry, tips_lps: Sequence[Sequence[float]],
         sides = {side}
         if tip[1] < centre[1] and abs(tip[0] - centre[0]) <= PREAORTIC_MM:
             sides = {"left", "right"}
-        retrocrural = tip[1] > centre[1]
-        rows = ("cranial", "caudal") if above or retrocrural else ("caudal",)
+        rows = ("cranial", "caudal") if above else ("caudal",)
         covered.update(f"{s}-{r}" for s in sides for r in rows)
     return Spread(quadrants=len(covered), rule=RULE, p_four_quadrants=P4_ABOVE if above_any else P4_BELOW,
                   tip_above_celiac=None if ref_z is None else bool(above_any), covered=tuple(sorted(covered)),

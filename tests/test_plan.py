@@ -119,7 +119,7 @@ def test_build_plan_errors(torso_case):
 
 
 # ----------------------------------------------------------------------------- spread
-def _celiac_case(tumour: str | None = None):
+def _celiac_case(tumour: str | None = None, retrocrural: bool = False):
     spacing = (1.5, 1.0, 1.0)
     shape = (61, 81, 81)
     origin = (-40.0, -40.0, -45.0)
@@ -128,6 +128,9 @@ def _celiac_case(tumour: str | None = None):
     lab[np.hypot(x, y) <= 10.0] = label_of("aorta")
     trunk = (np.hypot(x, z) <= 3.0) & (y < -9.0) & (y > -30.0)  # leaves the aorta anteriorly at z = 0
     lab[trunk] = label_of("celiac_trunk")
+    if retrocrural:  # retrocrural space beside and behind the aorta, below the celiac origin
+        lab[(np.abs(x) >= 11.0) & (np.abs(x) <= 18.0) & (y > 4.0) & (y < 14.0) & (z < -5.0) & (z > -25.0)] = \
+            label_of("splanchnic_nerve_zone")
     if tumour == "around":
         r = np.hypot(x, z)
         lab[(r > 3.0) & (r <= 9.0) & (y < -14.0) & (y > -28.0)] = label_of("tumour")
@@ -145,11 +148,13 @@ def test_spread_rule_tip_above_celiac_reaches_four_quadrants():
     assert (below.quadrants, below.p_four_quadrants, below.tip_above_celiac) == (2, 0.14, False)
     preaortic = estimate_spread(geo, [(0.0, -16.0, 6.0)])  # one anterior tip crosses in front of the aorta
     assert preaortic.quadrants == 4
-    # bilateral retrocrural tips (behind the aorta) below the celiac origin spread along the
+    # bilateral tips in the retrocrural space below the celiac origin spread along the
     # retrocrural compartment: both sides, cranial and caudal
-    retrocrural = estimate_spread(geo, [(14.0, 8.0, -12.0), (-14.0, 8.0, -12.0)])
+    retro = _celiac_case(retrocrural=True)
+    retrocrural = estimate_spread(retro, [(14.0, 8.0, -12.0), (-14.0, 8.0, -12.0)])
     assert retrocrural.quadrants == 4 and retrocrural.tip_above_celiac is False
-    assert estimate_spread(geo, [(14.0, 8.0, -12.0)]).covered == ("left-caudal", "left-cranial")
+    assert estimate_spread(retro, [(14.0, 8.0, -12.0)]).covered == ("left-caudal", "left-cranial")
+    assert estimate_spread(geo, [(14.0, 8.0, -12.0)]).covered == ("left-caudal",)  # no retrocrural space
     far = estimate_spread(geo, [(35.0, 30.0, 6.0)])
     assert far.quadrants == 1 and far.p_four_quadrants == 0.14
     assert estimate_spread(geo, []).quadrants == 0
