@@ -8,6 +8,7 @@ message that formats a dataset or a path containing a name cannot leak it.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 
 _IDENTIFIERS: set[str] = set()
@@ -27,11 +28,14 @@ def register_identifier(value: object) -> None:
 
 
 def redact(text: str) -> str:
+    """``text`` with every registered identifier replaced, as whole words only (a name part
+    such as "Pre" must not turn "preset" into "[redacted]set")."""
     with _LOCK:
         known = sorted(_IDENTIFIERS, key=len, reverse=True)
-    for value in known:
-        text = text.replace(value, REDACTED)
-    return text
+    if not known:
+        return text
+    pattern = re.compile(r"(?<!\w)(?:" + "|".join(re.escape(v) for v in known) + r")(?!\w)")
+    return pattern.sub(REDACTED, text)
 
 
 class RedactingFilter(logging.Filter):
