@@ -48,7 +48,7 @@ from monai.transforms import (
     ScaleIntensityRanged,
 )
 
-from planner.anatomy import label_of, structure
+from planner.anatomy import label_of
 from planner.errors import ModelError, PlannerError, VolumeError
 from planner.volume import Volume
 

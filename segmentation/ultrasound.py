@@ -115,21 +115,6 @@ def to_greyscale(frames: np.ndarray) -> np.ndarray:
     return arr / 255.0
 
 
-def read_frame_image(path: str | Path) -> np.ndarray:
-    """A PNG/JPEG frame as a ``[1, H, W]`` uint8 greyscale array (RGB/palette converted)."""
-    from PIL import Image, UnidentifiedImageError
-
-    p = Path(path)
-    try:
-        with Image.open(p) as im:
-            grey = np.asarray(im.convert("L"))
-    except (UnidentifiedImageError, OSError) as exc:
-        raise VolumeError(f"{p}: not a readable PNG/JPEG image ({exc})") from None
-    if grey.size == 0:
-        raise VolumeError(f"{p}: the image has no pixels")
-    return grey[None]
-
-
 # ---------------------------------------------------------------------------- dataset
 @dataclass(frozen=True)
 class UltrasoundDataset:
