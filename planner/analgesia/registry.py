@@ -87,14 +87,19 @@ def _parse_bool(text: str) -> float:
     raise ValueError(f"must be 0 or 1, got {text!r}")
 
 
+def _finite_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise ValueError(f"not a finite number: {text!r}")
+    return value
+
+
 def _parse_number(low: float, high: float, integer: bool = False) -> Callable[[str], float]:
     def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise ValueError(f"not a number: {text!r}") from None
-        if not math.isfinite(value):
-            raise ValueError(f"not a finite number: {text!r}")
+        value = _finite_number(text)
         if integer and not value.is_integer():
             raise ValueError(f"must be a whole number, got {text!r}")
         if value < low or value > high:
@@ -104,12 +109,7 @@ def _parse_number(low: float, high: float, integer: bool = False) -> Callable[[s
 
 
 def _parse_time(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"not a number: {text!r}") from None
-    if not math.isfinite(value):
-        raise ValueError(f"not a finite number: {text!r}")
+    value = _finite_number(text)
     if value < 0:
         raise ValueError(f"negative time {text!r}")
     if value == 0:
