@@ -28,6 +28,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from planner.analgesia.model import format_percent as fmt_pct
+from planner.analgesia.model import format_weeks as fmt_weeks
 from planner.volume import Volume, atomic_output
 
 STATEMENT = ("RESEARCH AND EDUCATION SOFTWARE - NOT FOR CLINICAL DECISIONS. This report is not a medical "
@@ -53,17 +55,12 @@ def fmt_deg(value: Any) -> str:
     return "-" if value is None else f"{float(value):.1f}"
 
 
-def fmt_pct(value: Any) -> str:
-    """A probability as a percentage with one decimal."""
-    return "-" if value is None else f"{100.0 * float(value):.1f}%"
 
 
 def fmt_risk(value: Any) -> str:
     return "-" if value is None else f"{float(value):.3f}"
 
 
-def fmt_weeks(value: Any) -> str:
-    return "> 104" if value is None else f"{float(value):.1f}"
 
 
 def fmt_point(values: Sequence[float]) -> str:

@@ -319,3 +319,13 @@ def test_shipped_model_is_reproducible_from_the_parameter_file(shipped, tmp_path
     assert training["parameters_sha256"] == file_sha256(PARAMETERS_FILE)
     csv_path, _ = write_cohort(training["n"], training["seed"], tmp_path / "cohort.csv")
     assert file_sha256(csv_path) == training["csv_sha256"]
+
+
+def test_summary_never_rounds_an_uncertain_probability_to_certainty(shipped):
+    from planner.analgesia.model import format_percent
+
+    assert format_percent(0.9964) == "99.6%" and format_percent(0.0004) == "0.0%" and format_percent(None) == "-"
+    e = predict(ClinicalInputs(), shipped)  # the reference patient: the most favourable profile
+    first_line = e.summary().splitlines()[0]
+    assert f"P(initial response) {format_percent(e.p_response)}" in first_line
+    assert e.p_response < 1.0 and "100.0%" not in first_line

@@ -377,6 +377,16 @@ class Contribution:
     note: str = ""
 
 
+
+def format_percent(value: float | None) -> str:
+    """A probability as a percentage with one decimal, so 0.996 reads 99.6%, never a certain 100%."""
+    return "-" if value is None else f"{100.0 * float(value):.1f}%"
+
+
+def format_weeks(value: float | None) -> str:
+    """Weeks with one decimal; ``None`` (beyond the model's horizon) reads "> 104"."""
+    return "> 104" if value is None else f"{float(value):.1f}"
+
 @dataclass(frozen=True)
 class Estimate:
     """What the physician sees next to a plan. All times in weeks; intervals are 80%."""
@@ -398,15 +408,14 @@ class Estimate:
 
     def summary(self) -> str:
         """A few lines for a report or widget (the label and disclaimer included)."""
-        def weeks(value: float | None) -> str:
-            return "> 104" if value is None else f"{value:.1f}"
-
         lo, hi = self.relief_weeks_prediction_interval_80
-        lines = [f"P(initial response) {self.p_response:.0%} (80% CI {self.p_response_interval_80[0]:.0%}-"
-                 f"{self.p_response_interval_80[1]:.0%})",
-                 f"if it responds: median relief {weeks(self.median_relief_weeks)} weeks, 80% prediction "
-                 f"interval {weeks(lo)}-{weeks(hi)} weeks",
-                 "still relieved: " + ", ".join(f"{tp.p_relieved:.0%} at {tp.weeks:g} weeks" for tp in self.timepoints)]
+        p_lo, p_hi = self.p_response_interval_80
+        lines = [f"P(initial response) {format_percent(self.p_response)} (80% CI {format_percent(p_lo)}-"
+                 f"{format_percent(p_hi)})",
+                 f"if it responds: median relief {format_weeks(self.median_relief_weeks)} weeks, 80% prediction "
+                 f"interval {format_weeks(lo)}-{format_weeks(hi)} weeks",
+                 "still relieved: " + ", ".join(f"{format_percent(tp.p_relieved)} at {tp.weeks:g} weeks"
+                                                for tp in self.timepoints)]
         strongest = [c for c in self.contributions if abs(math.log(max(c.median_factor, 1e-9))) > 0.05][:3]
         if strongest:
             lines.append("main factors: " + ", ".join(f"{c.description} x{c.median_factor:.2f}" for c in strongest))
