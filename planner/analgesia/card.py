@@ -25,13 +25,15 @@ LIMITATIONS = [
     "The shipped model was fit on a synthetic cohort. No published model predicts the duration of relief; "
     "every hazard ratio was converted from odds ratios of response models or assumed (see the parameter "
     "table). The model can only reproduce these assumptions, not discover real effects.",
-    "The response intercept is calibrated so the synthetic cohort's overall initial-response rate is the "
-    "published one ({response_rate}; McGreevy 2013: 67% after a first neurolysis, Eisenberg 1995: 89% at "
-    "2 weeks), not applied to the reference patient. Because the published odds ratios are multiplied as if "
-    "independent, the most favourable (reference) profile then responds almost always and unfavourable "
-    "profiles rarely; read P(response) at either end as the product of those assumptions. Repeat neurolysis "
-    "keeps McGreevy's crude odds ratio, so repeats respond less often than first procedures but more often "
-    "than McGreevy's 29% (see the table of published figures).",
+    "The response model is calibrated to two published figures at once: the synthetic cohort's overall "
+    "initial-response rate ({response_rate}; McGreevy 2013: 67% after a first neurolysis, Eisenberg 1995: "
+    "89% at 2 weeks) and the reference (most favourable) patient's rate (Rykowski 2000: head tumours 33/36 = "
+    "92%). Multiplied in full as if independent, the published odds ratios would make the reference patient "
+    "respond almost always (0.996); instead every published log odds ratio is shrunk by one fitted common "
+    "factor s = {shrinkage:.3f} (logit p = a + s x.beta), so each generator odds ratio is the published one "
+    "to the power s. The shrinkage is an assumption (the published ratios are crude, not mutually adjusted); "
+    "read P(response) at either end as its product. Repeat neurolysis is shrunk too, so repeats respond "
+    "less often than first procedures but more often than McGreevy's 29% (see the table of published figures).",
     "Relief durations of the synthetic cohort are short against the published series: the generator's 12-week median is the "
     "reference patient's time to loss of relief, and the stacked hazard ratios and the competing death "
     "(median 16 weeks at reference) make the mean relief lived by responders shorter than McGreevy 2013's "
@@ -75,7 +77,10 @@ def _published_table(generator: dict[str, Any]) -> list[str]:
         value = figures[key]
         shown = f"{100 * value:.1f}%" if key.startswith("response") else f"{value:.1f}"
         lines.append(f"| {what} | {shown} | {published} |")
-    return lines + [""]
+    return lines + ["", f"Published response odds ratios are shrunk by the fitted common factor s = "
+                        f"{figures['response_odds_ratio_shrinkage']:.3f} (logit p = a + s x.beta; intercept a from "
+                        f"response.reference_rate, s from response.target_overall_rate); the generator values in "
+                        f"the fitted-ratios table are the shrunk ones.", ""]
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -197,6 +202,13 @@ def render(model: AnalgesiaModel, generator: dict[str, Any] | None = None,
         lines += _published_table(generator)
     rate = training.get("responders", 0) / max(training.get("n", 1), 1)
     limitations = [item.replace("{response_rate}", f"{100 * rate:.0f}% here") for item in LIMITATIONS]
+    if generator is not None:
+        from planner.analgesia.cohort import response_shrinkage
+
+        shrinkage = f"{response_shrinkage(generator):.3f}"
+        limitations = [item.replace("{shrinkage:.3f}", shrinkage) for item in limitations]
+    else:
+        limitations = [item for item in limitations if "{shrinkage:.3f}" not in item]
     if not model.synthetic:
         limitations = [item for item in limitations if "synthetic" not in item and "response rate" not in item]
     lines += ["## Limitations", ""] + [f"- {item}" for item in limitations]

@@ -1,7 +1,8 @@
 """Seeded synthetic cohort for the analgesia-duration model.
 
 Every number comes from ``planner/data/analgesia_cohort.json`` (value, source, assumption).
-Outcomes: initial response (logistic, capped for poor spread); among responders, a Weibull
+Outcomes: initial response (logistic with the published odds ratios shrunk by one fitted factor,
+capped for poor spread); among responders, a Weibull
 proportional-hazards time to loss of relief and a Weibull time to death (competing event),
 both multiplied by one gamma frailty per patient; administrative censoring. The rows use the
 registry schema (:mod:`planner.analgesia.registry`), so a cohort can be fit like a registry.
@@ -119,33 +120,51 @@ def _capped_response(intercept: float, lp: np.ndarray, x: np.ndarray, cap: float
 
 
 def calibrate_response(params: dict[str, Any], coef: np.ndarray, cap: float) -> tuple[float, np.ndarray]:
-    """Logistic intercept (and subgroup coefficients) that reproduce the published *marginal* rates.
+    """Logistic response model ``logit p = a + s * x.beta`` fitted to the published rates.
 
-    The published rates (McGreevy 2013, Eisenberg 1995, Plancarte 1997) describe whole series, not
-    the most favourable patient, so the intercept is solved such that the cohort's overall mean
-    capped response probability is ``response.target_overall_rate``, and the coefficient of each
-    feature in ``response.subgroup_rates`` such that patients with that feature respond at the
-    given rate. Solved jointly on a seeded sample of this file's covariate distribution
-    (``response.intercept_calibration``), so the same parameters give the same result (cached).
-    The coefficient of 2-or-fewer-quadrant spread follows from the cap (``response.spread_le2_cap``):
-    the reference patient with such spread responds with probability equal to the cap.
-    Returns the intercept and the full coefficient vector.
+    ``beta`` are the published log odds ratios (``response.odds_ratios``). Multiplied as if
+    independent they make the most favourable (reference) patient respond almost always, so the
+    intercept ``a`` and one common shrinkage factor ``s`` of every published log odds ratio are
+    solved jointly such that the reference patient responds at ``response.reference_rate``
+    (Rykowski 2000, head tumours) and the cohort's overall mean capped response probability is
+    ``response.target_overall_rate`` (whole series: McGreevy 2013, Eisenberg 1995). The
+    coefficient of each feature in ``response.subgroup_rates`` is solved (not shrunk) such that
+    patients with that feature respond at the given rate (Plancarte 1997). The coefficient of
+    2-or-fewer-quadrant spread follows from the cap (``response.spread_le2_cap``): the reference
+    patient with such spread responds with probability equal to the cap. Solved on a seeded sample
+    of this file's covariate distribution (``response.intercept_calibration``), so the same
+    parameters give the same result (cached). Returns the intercept and the full coefficient vector
+    (shrinkage applied); :func:`response_shrinkage` gives ``s``.
     """
-    block = params["response"]
-    key = json.dumps([params["covariates"], _v(block["target_overall_rate"]), _v(block["intercept_calibration"]),
-                      {k: _v(e) for k, e in block.get("subgroup_rates", {}).items()}, coef.tolist(), cap])
-    intercept, full = _calibrated_response(key)
+    intercept, full, _ = _calibrated_response(_calibration_key(params, coef, cap))
     return intercept, np.asarray(full)
 
 
+def response_shrinkage(params: dict[str, Any]) -> float:
+    """The fitted common shrinkage factor ``s`` of the published response log odds ratios."""
+    truth_coef = np.array([math.log(_v(params["response"]["odds_ratios"][n]))
+                           if n in params["response"]["odds_ratios"] else 0.0 for n in FEATURE_NAMES])
+    cap = float(_v(params["response"]["spread_le2_cap"]))
+    return _calibrated_response(_calibration_key(params, truth_coef, cap))[2]
+
+
+def _calibration_key(params: dict[str, Any], coef: np.ndarray, cap: float) -> str:
+    block = params["response"]
+    return json.dumps([params["covariates"], _v(block["target_overall_rate"]), _v(block["reference_rate"]),
+                       _v(block["intercept_calibration"]),
+                       {k: _v(e) for k, e in block.get("subgroup_rates", {}).items()}, coef.tolist(), cap])
+
+
 @lru_cache(maxsize=8)
-def _calibrated_response(key: str) -> tuple[float, tuple[float, ...]]:
+def _calibrated_response(key: str) -> tuple[float, tuple[float, ...], float]:
     from scipy.optimize import root
 
-    covariates, target, calibration, subgroups, coef, cap = json.loads(key)
+    covariates, target, reference, calibration, subgroups, coef, cap = json.loads(key)
     unknown = set(subgroups) - set(FEATURE_NAMES) | ({"spread_le2"} & set(subgroups))
     if unknown:
         raise OutcomeModelError(f"response.subgroup_rates names unknown or cap-derived features {sorted(unknown)}")
+    if not 0.0 < reference < 1.0:
+        raise OutcomeModelError(f"response.reference_rate must be strictly between 0 and 1, got {reference}")
     x = _calibration_features(calibration, covariates)
     names = sorted(subgroups)
     cols = [FEATURE_NAMES.index(name) for name in names]
@@ -154,28 +173,30 @@ def _calibrated_response(key: str) -> tuple[float, tuple[float, ...]]:
         raise OutcomeModelError(f"response.subgroup_rates: no patient in the calibration sample has {names}")
     base = np.asarray(coef, dtype=float)
     le2 = FEATURE_NAMES.index("spread_le2")
+    # the reference patient (all features 0) responds with sigmoid(a): the intercept is fixed by it
+    intercept = math.log(reference / (1.0 - reference))
 
-    def unpack(z: np.ndarray) -> tuple[float, np.ndarray]:
-        full = base.copy()
+    def unpack(z: np.ndarray) -> np.ndarray:
+        full = float(z[0]) * base
         full[cols] = z[1:]
         # the reference patient with 2 or fewer quadrants responds with exactly the cap, so every
         # such patient is at or below it and the response stays a plain logistic model
-        full[le2] = math.log(cap / (1.0 - cap)) - float(z[0])
-        return float(z[0]), full
+        full[le2] = math.log(cap / (1.0 - cap)) - intercept
+        return full
 
     def residual(z: np.ndarray) -> np.ndarray:
-        a, full = unpack(z)
-        p = _capped_response(a, x @ full, x, cap)
+        p = _capped_response(intercept, x @ unpack(z), x, cap)
         return np.array([p.mean() - target] + [p[m].mean() - subgroups[n] for m, n in zip(members, names)])
 
     start = np.concatenate([[1.0], base[cols]])
     solution = root(residual, start, method="hybr", options={"xtol": 1e-12})
-    if not solution.success or np.max(np.abs(residual(solution.x))) > 1e-6:
-        raise OutcomeModelError(f"response.target_overall_rate {target} with subgroup_rates {subgroups} cannot be "
-                                f"reached with the spread cap {cap} and the cohort's covariate mix "
-                                f"({solution.message}); lower the target or the share of 2-or-fewer-quadrant spread")
-    intercept, full = unpack(solution.x)
-    return intercept, tuple(full.tolist())
+    shrinkage = float(solution.x[0])
+    if not solution.success or np.max(np.abs(residual(solution.x))) > 1e-6 or shrinkage <= 0:
+        raise OutcomeModelError(f"response.target_overall_rate {target} with reference_rate {reference} and "
+                                f"subgroup_rates {subgroups} cannot be reached with the spread cap {cap} and the "
+                                f"cohort's covariate mix ({solution.message}, shrinkage {shrinkage:.3g}); lower the "
+                                f"target or the share of 2-or-fewer-quadrant spread")
+    return intercept, tuple(unpack(solution.x).tolist()), shrinkage
 
 
 WEEKS_PER_MONTH = 365.25 / 12 / 7
@@ -209,6 +230,7 @@ def cohort_marginals(params: dict[str, Any]) -> dict[str, float]:
         "response_repeat": float(p[repeat].mean()),
         "response_superior_hypogastric": float(p[shp].mean()),
         "response_reference_patient": float(truth.response_probability(np.zeros((1, len(FEATURE_NAMES))))[0]),
+        "response_odds_ratio_shrinkage": response_shrinkage(params),
         "mean_relief_months_first": float(np.average(lived[~repeat], weights=p[~repeat])),
         "mean_relief_months_repeat": float(np.average(lived[repeat], weights=p[repeat])),
         # the baseline hazard is set from it (TrueModel.from_parameters), so it holds exactly
