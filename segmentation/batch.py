@@ -71,6 +71,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from planner.config import reject_unknown_keys
 from planner.errors import ModelError, PlannerError
 from planner.logs import get_logger, redact
 from planner.volume import Volume, atomic_output
@@ -127,10 +128,7 @@ class Rules:
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any], where: str = "rules") -> "Rules":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise PlannerError(f"{where}: unknown rule(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        reject_unknown_keys(cls, raw, "rule(s)", lambda msg: PlannerError(f"{where}: {msg}"))
         values = dict(raw)
         for key in ("modalities", "body_parts"):
             if isinstance(values.get(key), str):

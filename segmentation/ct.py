@@ -49,6 +49,7 @@ from monai.transforms import (
 )
 
 from planner.anatomy import label_of
+from planner.config import reject_unknown_keys
 from planner.errors import ModelError, PlannerError, VolumeError
 from planner.volume import Volume
 
@@ -345,10 +346,7 @@ class CTTrainConfig:
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any]) -> "CTTrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise ModelError(f"unknown CT training setting(s) {unknown}; known: {sorted(known)}")
+        reject_unknown_keys(cls, raw, "CT training setting(s)", ModelError)
         kw = dict(raw)
         for key in ("networks", "train_seeds", "val_seeds", "test_seeds"):
             if key in kw:

@@ -37,6 +37,7 @@ from monai.transforms import (
     RandScaleIntensityd,
 )
 
+from planner.config import reject_unknown_keys
 from planner.errors import ModelError, VolumeError
 
 log = logging.getLogger(__name__)
@@ -393,9 +394,7 @@ class TrainConfig:
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any]) -> "TrainConfig":
         known = {f for f in cls.__dataclass_fields__}
-        unknown = sorted(set(raw) - known - {"task", "bundle"})
-        if unknown:
-            raise ModelError(f"unknown training settings {unknown}; known: {sorted(known)}")
+        reject_unknown_keys(cls, raw, "training setting(s)", ModelError, allowed=("task", "bundle"))
         values = {k: v for k, v in raw.items() if k in known}
         for key in ("class_weights", "folds_to_run"):
             if values.get(key) is not None:

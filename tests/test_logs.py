@@ -21,3 +21,4 @@ def test_log_records_pass_through_the_redacting_filter():
     record = logging.LogRecord("plexplan", logging.INFO, __file__, 1, "loaded %s", ("Smith^Jane",), None)
     assert RedactingFilter().filter(record)
     assert record.getMessage() == f"loaded {REDACTED}"
+

@@ -9,7 +9,7 @@ the feature vector (0 for every feature = the reference patient, :data:`REFERENC
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
 import numpy as np
@@ -116,10 +116,9 @@ class ClinicalInputs:
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> "ClinicalInputs":
         """Build from a dict (a JSON file); unknown keys are an error, not silently ignored."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise OutcomeModelError(f"unknown clinical input(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        from planner.config import reject_unknown_keys
+
+        reject_unknown_keys(cls, values, "clinical input(s)", OutcomeModelError)
         return cls(**dict(values))
 
 
