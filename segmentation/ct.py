@@ -52,6 +52,7 @@ from planner.anatomy import label_of
 from planner.config import reject_unknown_keys
 from planner.errors import ModelError, PlannerError, VolumeError
 from planner.volume import Volume
+from segmentation.precision import check_precision, training_autocast
 
 #: isotropic grid the network works on (mm): what 2 CPU cores can train in an hour
 MODEL_SPACING_MM = 4.0
@@ -241,6 +242,44 @@ class RandTissueHUd(Randomizable, MapTransform):
         return d
 
 
+class RandContrastPhased(Randomizable, MapTransform):
+    """Imitate another contrast phase: scale each enhancing class's enhancement (phantom HU
+    minus unenhanced HU) by one random factor for arteries and one for veins and parenchyma.
+
+    The phantoms are drawn in the portal-venous phase; real series range from unenhanced to
+    arterial (on the real evaluation series the aorta is ~150 HU and the IVC ~95 HU, against
+    the phantom's 185 and 140).
+    """
+
+    def __init__(self, image_key: str, label_key: str, prob: float = 0.7,
+                 arterial: tuple[float, float] = (0.4, 1.6), venous: tuple[float, float] = (0.35, 1.15)) -> None:
+        from segmentation.phantom_ct import ENHANCEMENT_GROUP, TISSUE_HU, UNENHANCED_HU
+
+        MapTransform.__init__(self, [image_key])
+        self.image_key, self.label_key = image_key, label_key
+        self.prob, self.ranges = prob, {"arterial": arterial, "venous": venous}
+        self._enhancement = {g: np.zeros(len(CLASSES), np.float32) for g in self.ranges}
+        for c, name in enumerate(CLASSES):
+            if name in ENHANCEMENT_GROUP:
+                self._enhancement[ENHANCEMENT_GROUP[name]][c] = TISSUE_HU[name][0] - UNENHANCED_HU[name]
+        self._factors = {g: 1.0 for g in self.ranges}
+        self._do = False
+
+    def randomize(self, data: Any = None) -> None:
+        self._do = self.R.random() < self.prob
+        self._factors = {g: float(self.R.uniform(*r)) for g, r in self.ranges.items()}
+
+    def __call__(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        d = dict(data)
+        self.randomize()
+        if self._do:
+            shift = sum((f - 1.0) * self._enhancement[g] for g, f in self._factors.items())
+            lab = torch.as_tensor(d[self.label_key]).long()
+            img = torch.as_tensor(d[self.image_key])
+            d[self.image_key] = img + torch.from_numpy(np.asarray(shift, np.float32))[lab].to(img.dtype)
+        return d
+
+
 class RandSlabd(Randomizable, MapTransform):
     """Keep a random thin slab of slices and replicate its end slices outwards (image and label).
 
@@ -275,13 +314,14 @@ class RandSlabd(Randomizable, MapTransform):
 def train_transforms(seed: int, patch: Sequence[int] = PATCH, samples: int = 2) -> Compose:
     """Domain randomisation for phantom -> real CT (all MONAI transforms but two of ours).
 
-    HU level: per-tissue offsets, global HU shift and scale; geometry: label-balanced
+    HU level: contrast phase, per-tissue offsets, global HU shift and scale; geometry: label-balanced
     crops, affine (rotation, scale, shear), occasional elastic deformation, thin slabs;
     image quality (after windowing): resolution loss, blur, bias field, contrast/gamma,
     noise.
     """
     keys = ["image", "label"]
     chain = Compose([
+        RandContrastPhased("image", "label", prob=0.7),
         RandTissueHUd("image", "label", prob=0.8),
         RandShiftIntensityd("image", offsets=40.0, prob=0.5),
         RandScaleIntensityd("image", factors=0.12, prob=0.5),
@@ -328,9 +368,9 @@ class CTTrainConfig:
 
     task: str = "ct_phantom"
     networks: tuple[str, ...] = ("unet", "segresnet")
-    compare_minutes: float = 5.0
-    train_minutes: float = 40.0
-    max_steps: int | None = None
+    compare_steps: int = 150
+    train_steps: int = 12000
+    precision: str = "fp32"
     train_seeds: tuple[int, int] = (1000, 1080)
     val_seeds: tuple[int, ...] = (9001, 9002)
     test_seeds: tuple[int, ...] = (9101, 9102, 9103, 9104)
@@ -351,7 +391,9 @@ class CTTrainConfig:
         for key in ("networks", "train_seeds", "val_seeds", "test_seeds"):
             if key in kw:
                 kw[key] = tuple(int(v) if key != "networks" else str(v) for v in kw[key])
-        return cls(**kw)
+        cfg = cls(**kw)
+        check_precision(cfg.precision, "CT training settings")
+        return cfg
 
 
 def _set_seed(seed: int) -> None:
@@ -386,15 +428,17 @@ class _Trainer:
         y = torch.stack([torch.as_tensor(c["label"]).round().long() for c in crops])
         return x, y
 
-    def train_for(self, seconds: float, lr_at: Callable[[float], float], max_steps: int | None = None,
-                  log: Callable[[str], None] = print) -> None:
+    def train_for(self, steps: int, lr_at: Callable[[float], float], log: Callable[[str], None] = print) -> None:
+        """``steps`` optimiser steps; ``lr_at`` maps the phase's progress (0..1) to a factor on ``lr``."""
         self.net.train()
         start = time.time()
-        while time.time() - start < seconds and (max_steps is None or self.step < max_steps):
+        for k in range(steps):
             for group in self.opt.param_groups:
-                group["lr"] = self.cfg.lr * lr_at((time.time() - start) / max(seconds, 1e-9))
+                group["lr"] = self.cfg.lr * lr_at(k / max(steps, 1))
             x, y = self.batch()
-            loss = self.loss_fn(self.net(x), y)
+            with training_autocast(self.cfg.precision):
+                logits = self.net(x)
+            loss = self.loss_fn(logits.float(), y)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()
@@ -452,16 +496,20 @@ def _cosine(warmup: float = 0.03, floor: float = 0.02) -> Callable[[float], floa
 
 def run_training(cfg: CTTrainConfig, out_dir: str | Path, max_steps: int | None = None,
                  log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Compare the candidate networks for ``compare_minutes`` each, continue the best one for
-    ``train_minutes`` and write ``summary.json`` and ``model.pt`` (state dict) into ``out_dir``.
+    """Compare the candidate networks for ``compare_steps`` each, continue the best one for
+    ``train_steps`` and write ``summary.json`` and ``model.pt`` (state dict) into ``out_dir``.
 
+    Step counts (not wall time) fix the run, so the same seed gives the same model.
     ``max_steps`` (smoke tests) caps the optimiser steps of every phase.
     """
     torch.set_num_threads(max(1, int(cfg.num_threads)))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    max_steps = cfg.max_steps if max_steps is None else max_steps
+
+    def capped(steps: int) -> int:
+        return steps if max_steps is None else min(steps, max_steps)
+
     lo, hi = cfg.train_seeds
     train = cached_examples(range(lo, hi), cfg.cache_dir, cfg.spacing_mm)
     val = cached_examples(cfg.val_seeds, cfg.cache_dir, cfg.spacing_mm)
@@ -470,8 +518,7 @@ def run_training(cfg: CTTrainConfig, out_dir: str | Path, max_steps: int | None 
     trainers: dict[str, _Trainer] = {}
     for name in cfg.networks:
         tr = _Trainer(name, cfg, train)
-        tr.train_for(cfg.compare_minutes * 60.0, lambda t: 1.0 if t > 0.05 else max(0.1, t / 0.05),
-                     max_steps=max_steps, log=log)
+        tr.train_for(capped(cfg.compare_steps), lambda t: 1.0 if t > 0.05 else max(0.1, t / 0.05), log=log)
         val_dice = evaluate_phantoms(tr.net, val, postprocess=False)
         mean = float(np.nanmean(list(val_dice.values())))
         comparison[name] = {"steps": tr.step, "seconds": round(tr.seconds, 1),
@@ -484,9 +531,8 @@ def run_training(cfg: CTTrainConfig, out_dir: str | Path, max_steps: int | None 
     best = max(comparison, key=lambda n: comparison[n]["val_mean_dice"])
     tr = trainers[best]
     trainers.clear()
-    log(f"continuing {best} for {cfg.train_minutes} min")
-    tr.train_for(cfg.train_minutes * 60.0, _cosine(), max_steps=None if max_steps is None else tr.step + max_steps,
-                 log=log)
+    log(f"continuing {best} for {cfg.train_steps} steps")
+    tr.train_for(capped(cfg.train_steps), _cosine(), log=log)
     val_dice = evaluate_phantoms(tr.net, val)
     for name, d in val_dice.items():
         log(f"validation Dice {name:36s} {d:.3f}")
@@ -944,14 +990,16 @@ padding), argmax,
 largest connected component for single organs, hole filling, nearest-neighbour resampling
 back onto the input grid. Weights stored as float16 (sha256 in metadata, checked before use).
 
-Domain randomisation (MONAI transforms): per-tissue HU offsets (own transform), global HU
-shift and scale, label-balanced crops, affine (rotation, scale, shear), elastic deformation,
+Domain randomisation (MONAI transforms): contrast phase (own transform: arterial and
+venous/parenchymal enhancement above unenhanced HU scaled by separate random factors), per-tissue
+HU offsets (own transform), global HU shift and scale, label-balanced crops, affine (rotation, scale, shear), elastic deformation,
 thin-slab replication (own transform), resolution loss (downsample-upsample), Gaussian blur,
 bias field, gamma/contrast, Gaussian noise.
 
 ## Network choice (measured)
-Each candidate trained {cfg.compare_minutes:g} min wall time on the same phantoms (1 CPU thread),
-then scored on validation phantoms {list(cfg.val_seeds)}; the best continued for {cfg.train_minutes:g} min.
+Each candidate trained {cfg.compare_steps} steps on the same phantoms ({cfg.num_threads} CPU thread(s),
+{cfg.precision} forward pass), then scored on validation phantoms {list(cfg.val_seeds)}; the best
+continued for {cfg.train_steps} steps (linear warm-up, cosine decay).
 DynUNet (filters 16-128) was timed at about twice the UNet's seconds per step and left out.
 
 | network | parameters | steps | s/step | mean validation Dice |
@@ -988,7 +1036,7 @@ and scored on that grid against the exact labels (merged like the network classe
   up from the sacrum afterwards, so on a scan without the sacrum in view the levels stay
   unknown and rules that need them (splanchnic zone at T12, celiac fallback at T12-L1) cannot
   run on the network output.
-- Phantom anatomy is idealised: no contrast-phase variety beyond randomisation, no implants,
+- Phantom anatomy is idealised: contrast phases only by randomisation, no arms or table, no implants,
   no pathology other than a pancreatic mass, patients supine, abdomen only.
 - Not validated clinically. Not a medical device.
 

@@ -68,6 +68,22 @@ TISSUE_HU: dict[str, tuple[float, float]] = {
     "bone_other": (230.0, 20.0),
     "sacrum": (210.0, 20.0),
 }
+#: unenhanced (non-contrast) CT attenuation of the structures that take up contrast, HU:
+#: blood 35-50, liver 50-65, spleen 40-50, pancreas 35-50, kidney 25-40 (docs/phantom.md).
+#: Training scales each structure's enhancement (TISSUE_HU mean minus this) to mimic other phases.
+UNENHANCED_HU: dict[str, float] = {
+    "aorta": 42.0, "celiac_trunk": 42.0, "superior_mesenteric_artery": 42.0, "renal_arteries": 42.0,
+    "iliac_arteries": 42.0, "inferior_vena_cava": 42.0, "portal_vein": 42.0, "iliac_veins": 42.0,
+    "liver": 58.0, "spleen": 46.0, "pancreas": 42.0, "kidney_left": 32.0, "kidney_right": 32.0,
+}
+#: which enhancement each of those follows: "arterial" peaks early, "venous" (veins and
+#: parenchyma) later; the training transform draws one factor per group
+ENHANCEMENT_GROUP: dict[str, str] = {
+    **{n: "arterial" for n in ("aorta", "celiac_trunk", "superior_mesenteric_artery", "renal_arteries",
+                               "iliac_arteries")},
+    **{n: "venous" for n in ("inferior_vena_cava", "portal_vein", "iliac_veins", "liver", "spleen", "pancreas",
+                             "kidney_left", "kidney_right")},
+}
 VERTEBRA_CANCELLOUS_HU = 220.0  # trabecular bone, adult (Pickhardt 2013: ~150-300)
 CORTICAL_HU = 850.0  # cortical bone rim (> 700)
 DISC_HU = 85.0

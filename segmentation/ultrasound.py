@@ -39,6 +39,7 @@ from monai.transforms import (
 
 from planner.config import reject_unknown_keys
 from planner.errors import ModelError, VolumeError
+from segmentation.precision import check_precision, training_autocast
 
 log = logging.getLogger(__name__)
 
@@ -387,6 +388,7 @@ class TrainConfig:
     final_model: bool = True
     seed: int = 20261201
     num_threads: int = 1
+    precision: str = "fp32"
     limit_frames: int | None = None
     #: let calibration pick left-right flip averaging (doubles inference time)
     allow_flip_tta: bool = False
@@ -399,7 +401,9 @@ class TrainConfig:
         for key in ("class_weights", "folds_to_run"):
             if values.get(key) is not None:
                 values[key] = tuple(values[key])
-        return cls(**values)
+        cfg = cls(**values)
+        check_precision(cfg.precision, "ultrasound training settings")
+        return cfg
 
 
 def _set_seed(seed: int) -> None:
@@ -448,7 +452,9 @@ def train_model(cfg: TrainConfig, train: UltrasoundDataset, seed: int, max_steps
     running = 0.0
     while step < total:
         for image, label in loader:
-            loss = loss_fn(net(image), label)
+            with training_autocast(cfg.precision):
+                logits = net(image)
+            loss = loss_fn(logits.float(), label)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -302,7 +302,7 @@ def test_plexplan_segment_labels_from_totalsegmentator_and_rtstruct(tmp_path):
 @pytest.mark.slow
 def test_plexplan_train_ct_runs_two_steps(tmp_path):
     cfg = tmp_path / "ct.yaml"
-    cfg.write_text("task: ct_phantom\nnetworks: [unet]\ncompare_minutes: 0.05\ntrain_minutes: 0.05\n"
+    cfg.write_text("task: ct_phantom\nnetworks: [unet]\ncompare_steps: 2\ntrain_steps: 2\n"
                    "train_seeds: [5000, 5002]\nval_seeds: [5003]\nspacing_mm: 6.0\n"
                    f"cache_dir: {tmp_path / 'cache'}\n")
     out = tmp_path / "run"
@@ -311,3 +311,26 @@ def test_plexplan_train_ct_runs_two_steps(tmp_path):
     assert summary["network"] == "unet" and 2 <= summary["steps"] <= 4
     assert (out / "model.pt").stat().st_size > 0
     assert len(list((tmp_path / "cache").glob("*.npz"))) == 3
+
+
+def test_contrast_phase_scales_enhancement_per_group(ct):
+    """Arteries and veins/parenchyma move by (factor - 1) x (phantom HU - unenhanced HU); the rest stays."""
+    import torch
+
+    from segmentation.phantom_ct import TISSUE_HU, UNENHANCED_HU
+
+    names = ("aorta", "inferior_vena_cava", "liver", "body", "background")
+    label = torch.tensor([ct.CLASSES.index(n) for n in names], dtype=torch.int64).reshape(1, 5, 1, 1)
+    image = torch.full((1, 5, 1, 1), 100.0)
+    tf = ct.RandContrastPhased("image", "label", prob=1.0, arterial=(1.5, 1.5), venous=(0.5, 0.5))
+    out = tf({"image": image, "label": label})["image"].flatten().tolist()
+    enh = {n: TISSUE_HU[n][0] - UNENHANCED_HU[n] for n in ("aorta", "inferior_vena_cava", "liver")}
+    assert out[0] == pytest.approx(100.0 + 0.5 * enh["aorta"])
+    assert out[1] == pytest.approx(100.0 - 0.5 * enh["inferior_vena_cava"])
+    assert out[2] == pytest.approx(100.0 - 0.5 * enh["liver"])
+    assert out[3:] == [100.0, 100.0]
+
+
+def test_unknown_training_precision_is_refused(ct):
+    with pytest.raises(ModelError, match="precision='fp16' is not one of fp32, bf16"):
+        ct.CTTrainConfig.from_mapping({"task": "ct_phantom", "precision": "fp16"})
