@@ -694,25 +694,35 @@ def check_ct_volume(volume: Volume, spec: CTSpec, name: str = "the image") -> No
         raise ModelError(f"{name} is not a CT image for this model: {reason}")
 
 
-def labels_onto_grid(labels: np.ndarray, src_affine: Any, dst_affine: Any, shape: Sequence[int]) -> np.ndarray:
-    """A label map on one grid (``src_affine``) resampled onto another (``dst_affine``, ``shape``).
+def labels_onto_grid(labels: np.ndarray, src_affine: Any, dst_affine: Any, shape: Sequence[int],
+                     slab: int = 16) -> np.ndarray:
+    """A label map on one grid (``src_affine``, index -> world) resampled onto another (``dst_affine``, ``shape``).
 
-    Each label's mask is resampled with linear interpolation and the largest value wins, so
-    boundaries on a finer input grid follow the coarse model's shapes smoothly instead of in
-    4 mm steps (nearest neighbour). Memory: two float32 arrays and one uint8 array of ``shape``.
+    Each label's mask is interpolated linearly and the largest value wins, so boundaries on a
+    finer input grid follow the coarse model's shapes smoothly instead of in 4 mm steps (nearest
+    neighbour). Points outside the source grid get 0. Works through the output in slabs of
+    ``slab`` planes along its last axis, so memory stays at one slab times the number of labels.
     """
-    from monai.data import MetaTensor
-    from monai.transforms import SpatialResample
+    import torch.nn.functional as F
 
-    resample = SpatialResample(mode="bilinear", padding_mode="zeros", dtype=torch.float32)
-    best = np.zeros(tuple(shape), np.float32)
-    out = np.zeros(tuple(shape), np.uint8)
-    for value in np.unique(labels):
-        mask = MetaTensor(torch.from_numpy((labels == value).astype(np.float32))[None], affine=src_affine)
-        score = np.asarray(resample(mask, dst_affine=dst_affine, spatial_size=tuple(shape))[0])
-        take = score > best
-        out[take] = value
-        best[take] = score[take]
+    values = np.unique(labels)
+    onehot = torch.from_numpy(np.stack([labels == v for v in values]).astype(np.float32))[None]
+    dst_to_src = np.linalg.inv(np.asarray(src_affine, np.float64)) @ np.asarray(dst_affine, np.float64)
+    half_extent = np.maximum(np.array(labels.shape, np.float64) - 1.0, 1.0) / 2.0
+    nx, ny, nz = (int(n) for n in shape)
+    ix, iy = np.meshgrid(np.arange(nx, dtype=np.float64), np.arange(ny, dtype=np.float64), indexing="ij")
+    out = np.zeros((nx, ny, nz), np.uint8)
+    for z0 in range(0, nz, slab):
+        iz = np.arange(z0, min(nz, z0 + slab), dtype=np.float64)
+        pts = np.stack(np.broadcast_arrays(ix[..., None], iy[..., None], iz[None, None, :]), axis=-1)
+        src = pts @ dst_to_src[:3, :3].T + dst_to_src[:3, 3]
+        norm = src / half_extent - 1.0  # align_corners=True: index 0 -> -1, n-1 -> +1
+        grid = torch.from_numpy(np.ascontiguousarray(norm[..., ::-1], dtype=np.float32))[None]
+        score = F.grid_sample(onehot, grid, mode="bilinear", padding_mode="zeros", align_corners=True)[0]
+        best, index = score.max(dim=0)
+        chunk = values[index.numpy()]
+        chunk[best.numpy() <= 0.0] = 0
+        out[:, :, z0:z0 + len(iz)] = chunk
     return out
 
 
