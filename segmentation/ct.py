@@ -209,6 +209,13 @@ def cached_examples(seeds: Iterable[int], cache_dir: str | Path | None,
 
 
 # ---------------------------------------------------------------------------- transforms
+def _shift_by_class(image: Any, label: Any, offsets: np.ndarray) -> torch.Tensor:
+    """``image`` plus ``offsets[c]`` (HU) wherever ``label`` is channel class ``c``."""
+    img = torch.as_tensor(image)
+    table = torch.from_numpy(np.asarray(offsets, np.float32))
+    return img + table[torch.as_tensor(label).long()].to(img.dtype)
+
+
 class RandTissueHUd(Randomizable, MapTransform):
     """Shift the HU of each labelled class by its own random offset (in HU, before windowing).
 
@@ -236,9 +243,7 @@ class RandTissueHUd(Randomizable, MapTransform):
         d = dict(data)
         self.randomize()
         if self._do:
-            lab = torch.as_tensor(d[self.label_key]).long()
-            img = torch.as_tensor(d[self.image_key])
-            d[self.image_key] = img + torch.from_numpy(self._offsets)[lab].to(img.dtype)
+            d[self.image_key] = _shift_by_class(d[self.image_key], d[self.label_key], self._offsets)
         return d
 
 
@@ -274,9 +279,7 @@ class RandContrastPhased(Randomizable, MapTransform):
         self.randomize()
         if self._do:
             shift = sum((f - 1.0) * self._enhancement[g] for g, f in self._factors.items())
-            lab = torch.as_tensor(d[self.label_key]).long()
-            img = torch.as_tensor(d[self.image_key])
-            d[self.image_key] = img + torch.from_numpy(np.asarray(shift, np.float32))[lab].to(img.dtype)
+            d[self.image_key] = _shift_by_class(d[self.image_key], d[self.label_key], shift)
         return d
 
 

@@ -65,16 +65,21 @@ def test_sample_data_covers_every_registered_case():
         _sample_data.no_such_case  # noqa: B018
 
 
+def _heavy_modules_loaded_by(code: str) -> list[str]:
+    """The modules of HEAVY that ``code`` has imported when run in a fresh interpreter."""
+    code += "import sys; print('\\n'.join(sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
+                         cwd=ROOT).stdout.split()
+    return [m for m in HEAVY if m in out]
+
+
 def test_importing_every_python_name_loads_neither_torch_nor_monai():
     imports = "; ".join(f"import {n.split(':')[0]}" for n in _python_names())
     code = (f"{imports}\n"
             "import importlib\n"
             f"for n in {_python_names()!r}:\n"
-            "    m, a = n.split(':'); getattr(importlib.import_module(m), a)\n"
-            "import sys; print('\\n'.join(sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
-                         cwd=ROOT).stdout.split()
-    loaded = [m for m in HEAVY if m in out]
+            "    m, a = n.split(':'); getattr(importlib.import_module(m), a)\n")
+    loaded = _heavy_modules_loaded_by(code)
     assert not loaded, f"plugin start-up imported {loaded}"
 
 
@@ -84,9 +89,6 @@ def test_widget_start_up_work_loads_neither_torch_nor_monai():
             "available_bundles(); available_presets(); clinical_fields()\n"
             "from planner.samples import case_names\n"
             "from napari_plugin._sample_data import sample_layers\n"
-            "[sample_layers(n) for n in case_names()[:1]]\n"
-            "import sys; print('\\n'.join(sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
-                         cwd=ROOT).stdout.split()
-    loaded = [m for m in HEAVY if m in out]
+            "[sample_layers(n) for n in case_names()[:1]]\n")
+    loaded = _heavy_modules_loaded_by(code)
     assert not loaded, f"widget start-up imported {loaded}"
