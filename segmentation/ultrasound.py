@@ -388,6 +388,8 @@ class TrainConfig:
     final_model: bool = True
     seed: int = 20261201
     num_threads: int = 1
+    #: worker processes training fold/final models at once (1: one after another, in this process)
+    parallel_jobs: int = 1
     precision: str = "fp32"
     limit_frames: int | None = None
     #: let calibration pick left-right flip averaging (doubles inference time)
@@ -480,6 +482,26 @@ def predict_probabilities(net: torch.nn.Module, images: torch.Tensor, batch_size
     return torch.cat(out) if out else torch.zeros((0, 3) + tuple(images.shape[2:]))
 
 
+def _train_job(cfg: TrainConfig, train_idx: Sequence[int], seed: int, max_steps: int | None, desc: str,
+               state_path: str) -> float:
+    """Train one network on the frames ``train_idx`` and save its weights; returns seconds taken.
+
+    Loads the frames itself so that it runs unchanged in a worker process.
+    """
+    torch.set_num_threads(max(1, int(cfg.num_threads)))
+    t0 = time.time()
+    data = load_dataset(cfg.data_dir, cfg.image_size, limit=cfg.limit_frames)
+    net = train_model(cfg, data.subset(list(train_idx)), seed=seed, max_steps=max_steps, desc=desc)
+    torch.save(net.state_dict(), state_path)
+    return round(time.time() - t0, 1)
+
+
+def _load_state(cfg: TrainConfig, state_path: Path) -> torch.nn.Module:
+    net = make_network(cfg.network)
+    net.load_state_dict(torch.load(state_path, map_location="cpu", weights_only=True))
+    return net.eval()
+
+
 def run_training(cfg: TrainConfig, out_dir: str | Path, max_steps: int | None = None) -> dict[str, Any]:
     """Cross-validate, then train the shipped model; writes ``out_dir`` and returns a summary.
 
@@ -487,7 +509,13 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, max_steps: int | None = 
     fold of each frame), ``cv_metrics.json`` (per-frame Dice, mean and 95% bootstrap
     intervals), ``fold{k}_state.pt`` per fold (both rewritten after every fold) and
     ``final_state.pt`` (weights trained on all frames, when ``final_model``).
+
+    With ``parallel_jobs`` > 1 the fold and final models train in that many worker processes
+    (``num_threads`` each); every model has its own seed, so the weights do not depend on it.
     """
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from multiprocessing import get_context
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(max(1, int(cfg.num_threads)))
@@ -500,24 +528,29 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, max_steps: int | None = 
     run_folds = range(cfg.n_folds) if cfg.folds_to_run is None else cfg.folds_to_run
     summary: dict[str, Any] = {"config": dict(cfg.__dict__), "folds": folds, "fold_seconds": {},
                                "per_frame": per_frame}
+    # job name -> (training frames, seed); the final model first, as it is the longest
+    jobs: dict[str, tuple[list[int], int]] = {}
+    if cfg.final_model:
+        jobs["final"] = (list(range(len(data))), cfg.seed + 1000)
     for k in run_folds:
+        jobs[f"fold{k}"] = ([i for f, idx in enumerate(folds) if f != k for i in idx], cfg.seed + k)
+
+    def record_fold(k: int, seconds: float) -> None:
         held = folds[k]
-        train_idx = [i for f, idx in enumerate(folds) if f != k for i in idx]
-        tf = time.time()
-        net = train_model(cfg, data.subset(train_idx), seed=cfg.seed + k, max_steps=max_steps, desc=f"fold {k}")
+        net = _load_state(cfg, out / f"fold{k}_state.pt")
         labels = predict_probabilities(net, data.images[held]).argmax(1).numpy().astype(np.uint8)
-        torch.save(net.state_dict(), out / f"fold{k}_state.pt")
-        summary["fold_seconds"][k] = round(time.time() - tf, 1)
+        summary["fold_seconds"][k] = seconds
         for j, i in enumerate(held):
             preds[i] = labels[j]
             fold_of[i] = k
             # Dice on the model grid (masks downsampled with nearest neighbour)
             d = dice_per_class(labels[j], data.masks[i, 0].numpy())
             per_frame.append({"id": data.ids[i], "fold": k, "dice_nerve": d[1], "dice_vessel": d[2]})
+        per_frame.sort(key=lambda r: (r["fold"], data.ids.index(r["id"])))
         nerve = [r["dice_nerve"] for r in per_frame if r["fold"] == k]
         vessel = [r["dice_vessel"] for r in per_frame if r["fold"] == k]
         print(f"fold {k}: nerve Dice {np.nanmean(nerve):.3f}  vessel Dice {np.nanmean(vessel):.3f}  "
-              f"({summary['fold_seconds'][k]:.0f} s)", flush=True)
+              f"({seconds:.0f} s)", flush=True)
         for name in ("nerve", "vessel"):
             mean, lo, hi = bootstrap_ci([r[f"dice_{name}"] for r in per_frame], seed=cfg.seed)
             summary[f"dice_{name}"] = {"mean": mean, "ci95": [lo, hi], "n": int(
@@ -527,12 +560,30 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, max_steps: int | None = 
                             truth=data.masks[:, 0].numpy())
         summary["total_seconds"] = round(time.time() - t0, 1)
         (out / "cv_metrics.json").write_text(json.dumps(summary, indent=1, default=str))
-    if cfg.final_model:
-        tf = time.time()
-        net = train_model(cfg, data, seed=cfg.seed + 1000, max_steps=max_steps, desc="final")
-        torch.save(net.state_dict(), out / "final_state.pt")
-        summary["final_seconds"] = round(time.time() - tf, 1)
-        print(f"final model trained on {len(data)} frames ({summary['final_seconds']:.0f} s)", flush=True)
+
+    def record(name: str, seconds: float) -> None:
+        if name == "final":
+            summary["final_seconds"] = seconds
+            print(f"final model trained on {len(data)} frames ({seconds:.0f} s)", flush=True)
+        else:
+            record_fold(int(name.removeprefix("fold")), seconds)
+
+    def job_args(name: str) -> tuple[Any, ...]:
+        train_idx, seed = jobs[name]
+        desc = "final" if name == "final" else f"fold {name.removeprefix('fold')}"
+        return cfg, train_idx, seed, max_steps, desc, str(out / f"{name}_state.pt")
+
+    order = [n for n in jobs if n != "final"] + (["final"] if "final" in jobs else [])
+    if cfg.parallel_jobs <= 1:
+        for name in order:  # folds first: their held-out figures arrive before the long final run
+            record(name, _train_job(*job_args(name)))
+    else:
+        with ProcessPoolExecutor(max_workers=int(cfg.parallel_jobs), mp_context=get_context("spawn")) as pool:
+            pending = {pool.submit(_train_job, *job_args(name)): name for name in jobs}
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    record(pending.pop(future), future.result())
     summary["total_seconds"] = round(time.time() - t0, 1)
     (out / "cv_metrics.json").write_text(json.dumps(summary, indent=1, default=str))
     return summary

@@ -17,6 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit-frames", type=int, default=None, help="use only the first N frames (smoke test)")
     parser.add_argument("--folds", type=int, nargs="*", default=None, help="run only these folds (0-based)")
     parser.add_argument("--no-final", action="store_true", help="skip training the final all-data model")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="train the fold and final models in N worker processes at once (ultrasound)")
     parser.add_argument("--bundle", default=None,
                         help="write a MONAI bundle of the final model into this folder")
     parser.add_argument("--calibrate-only", action="store_true",
@@ -67,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
         cfg.folds_to_run = tuple(args.folds)
     if args.no_final:
         cfg.final_model = False
+    if args.jobs is not None:
+        cfg.parallel_jobs = args.jobs
     if not Path(cfg.data_dir).is_dir():
         raise ModelError(f"{cfg.data_dir}: training data folder not found (set PLANNER_SHARED_DATA)")
     if not args.calibrate_only:
