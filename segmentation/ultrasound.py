@@ -497,6 +497,7 @@ def _train_job(cfg: TrainConfig, train_idx: Sequence[int], seed: int, max_steps:
 
 
 def _load_state(cfg: TrainConfig, state_path: Path) -> torch.nn.Module:
+    """The network of ``cfg`` with the weights a training run saved in ``state_path``, in eval mode."""
     net = make_network(cfg.network)
     net.load_state_dict(torch.load(state_path, map_location="cpu", weights_only=True))
     return net.eval()
@@ -528,12 +529,12 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, max_steps: int | None = 
     run_folds = range(cfg.n_folds) if cfg.folds_to_run is None else cfg.folds_to_run
     summary: dict[str, Any] = {"config": dict(cfg.__dict__), "folds": folds, "fold_seconds": {},
                                "per_frame": per_frame}
-    # job name -> (training frames, seed); the final model first, as it is the longest
-    jobs: dict[str, tuple[list[int], int]] = {}
+    # job name -> (training frames, seed); folds first, so their held-out figures arrive early
+    jobs: dict[str, tuple[list[int], int]] = {
+        f"fold{k}": ([i for f, idx in enumerate(folds) if f != k for i in idx], cfg.seed + k) for k in run_folds}
     if cfg.final_model:
         jobs["final"] = (list(range(len(data))), cfg.seed + 1000)
-    for k in run_folds:
-        jobs[f"fold{k}"] = ([i for f, idx in enumerate(folds) if f != k for i in idx], cfg.seed + k)
+    position = {frame_id: i for i, frame_id in enumerate(data.ids)}
 
     def record_fold(k: int, seconds: float) -> None:
         held = folds[k]
@@ -546,7 +547,7 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, max_steps: int | None = 
             # Dice on the model grid (masks downsampled with nearest neighbour)
             d = dice_per_class(labels[j], data.masks[i, 0].numpy())
             per_frame.append({"id": data.ids[i], "fold": k, "dice_nerve": d[1], "dice_vessel": d[2]})
-        per_frame.sort(key=lambda r: (r["fold"], data.ids.index(r["id"])))
+        per_frame.sort(key=lambda r: (r["fold"], position[r["id"]]))  # folds may finish in any order
         nerve = [r["dice_nerve"] for r in per_frame if r["fold"] == k]
         vessel = [r["dice_vessel"] for r in per_frame if r["fold"] == k]
         print(f"fold {k}: nerve Dice {np.nanmean(nerve):.3f}  vessel Dice {np.nanmean(vessel):.3f}  "
@@ -573,13 +574,14 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, max_steps: int | None = 
         desc = "final" if name == "final" else f"fold {name.removeprefix('fold')}"
         return cfg, train_idx, seed, max_steps, desc, str(out / f"{name}_state.pt")
 
-    order = [n for n in jobs if n != "final"] + (["final"] if "final" in jobs else [])
     if cfg.parallel_jobs <= 1:
-        for name in order:  # folds first: their held-out figures arrive before the long final run
+        for name in jobs:
             record(name, _train_job(*job_args(name)))
     else:
         with ProcessPoolExecutor(max_workers=int(cfg.parallel_jobs), mp_context=get_context("spawn")) as pool:
-            pending = {pool.submit(_train_job, *job_args(name)): name for name in jobs}
+            # the final model (most frames, longest) starts first, so it does not run alone at the end
+            longest_first = sorted(jobs, key=lambda name: name != "final")
+            pending = {pool.submit(_train_job, *job_args(name)): name for name in longest_first}
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
@@ -696,9 +698,7 @@ def calibrate(cfg: TrainConfig, run_dir: str | Path, scales: Sequence[float] = B
     # dice[setting][frame] = (nerve, vessel)
     dice: dict[tuple[float, bool], dict[int, tuple[float, float]]] = {st: {} for st in settings}
     for k in done:
-        net = make_network(cfg.network)
-        net.load_state_dict(torch.load(run / f"fold{k}_state.pt", map_location="cpu", weights_only=True))
-        net.eval()
+        net = _load_state(cfg, run / f"fold{k}_state.pt")
         held = folds[k]
         with torch.inference_mode():
             for tta in flips:
@@ -853,7 +853,7 @@ def wall_text(summary: Mapping[str, Any]) -> str:
     if summary.get("final_seconds"):
         parts.append(f"all-frames model {float(summary['final_seconds']) / 60:.0f} min")
     if not parts:
-        return "wall time not recorded"
+        return "training time not recorded"
     jobs = int(summary.get("config", {}).get("parallel_jobs", 1))
     together = (f"; {jobs} models trained at once, {float(summary['total_seconds']) / 60:.0f} min in all"
                 if jobs > 1 and summary.get("total_seconds") else "")

@@ -209,7 +209,6 @@ def test_train_command_runs_a_few_steps_and_writes_a_loadable_bundle(us, tmp_pat
     assert bundle.modality == "US" and bundle.load_network() is not None
 
 
-
 @pytest.mark.slow
 def test_parallel_training_gives_the_same_weights_as_sequential(us, tmp_path):
     import torch
@@ -229,6 +228,7 @@ def test_parallel_training_gives_the_same_weights_as_sequential(us, tmp_path):
         assert all(torch.equal(sequential[k], parallel[k]) for k in sequential)
     # the two folds' models differ (own seeds and frames), so the comparison above can fail
     assert not all(torch.equal(weights[1][0][k], weights[1][1][k]) for k in weights[1][0])
+
 
 # ---------------------------------------------------------------------------- segment command
 def test_segment_real_frame_with_shipped_model_matches_hand_labels(shipped, tmp_path):
