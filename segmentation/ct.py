@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -384,6 +385,10 @@ class CTTrainConfig:
     num_threads: int = 1
     cache_dir: str | None = "/tmp/plexus_ct_phantoms"
     spacing_mm: float = MODEL_SPACING_MM
+    patch: tuple[int, int, int] = PATCH
+    infer_roi: tuple[int, int, int] = INFER_ROI
+    init_from: str | None = None
+    init_sha256: str | None = None
     bundle: dict[str, Any] = field(default_factory=dict)
     data_dir: str = ""
 
@@ -391,12 +396,25 @@ class CTTrainConfig:
     def from_mapping(cls, raw: Mapping[str, Any]) -> "CTTrainConfig":
         reject_unknown_keys(cls, raw, "CT training setting(s)", ModelError)
         kw = dict(raw)
-        for key in ("networks", "train_seeds", "val_seeds", "test_seeds"):
+        for key in ("networks", "train_seeds", "val_seeds", "test_seeds", "patch", "infer_roi"):
             if key in kw:
                 kw[key] = tuple(int(v) if key != "networks" else str(v) for v in kw[key])
         cfg = cls(**kw)
         check_precision(cfg.precision, "CT training settings")
+        sha = cfg.init_sha256
+        if sha is not None and not (isinstance(sha, str) and re.fullmatch(r"[0-9a-f]{64}", sha)):
+            raise ModelError(f"CT training setting init_sha256 = {sha!r}: give the 64 lower-case hex digits of "
+                             f"the start weights' sha256, in quotes")
+        for key in ("patch", "infer_roi"):
+            size = getattr(cfg, key)
+            if len(size) != 3 or any(v < 16 or v % 16 for v in size):
+                raise ModelError(f"CT training setting {key} = {list(size)}: give three sizes in voxels, each a "
+                                 f"multiple of 16 (the UNet halves the grid four times)")
         return cfg
+
+    def spec(self) -> "CTSpec":
+        """The inference settings a model trained with this config is evaluated and shipped with."""
+        return CTSpec(spacing_mm=(float(self.spacing_mm),) * 3, roi_size=self.infer_roi)
 
 
 def _set_seed(seed: int) -> None:
@@ -410,15 +428,16 @@ def _set_seed(seed: int) -> None:
 class _Trainer:
     """One network, its optimiser and an augmentation stream over cached phantoms."""
 
-    def __init__(self, name: str, cfg: CTTrainConfig, examples: Sequence[tuple[np.ndarray, np.ndarray]]) -> None:
+    def __init__(self, name: str, cfg: CTTrainConfig, examples: Sequence[tuple[np.ndarray, np.ndarray]],
+                 net: torch.nn.Module | None = None) -> None:
         from monai.losses import DiceCELoss
 
         _set_seed(cfg.seed)
         self.name, self.cfg, self.examples = name, cfg, examples
-        self.net = make_network(name)
+        self.net = make_network(name) if net is None else net
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False)
-        self.transform = train_transforms(cfg.seed, samples=cfg.samples_per_phantom)
+        self.transform = train_transforms(cfg.seed, patch=cfg.patch, samples=cfg.samples_per_phantom)
         self.rng = np.random.default_rng(cfg.seed)
         self.step = 0
         self.seconds = 0.0
@@ -475,11 +494,11 @@ def predict_channels(net: torch.nn.Module, image_hu: torch.Tensor, overlap: floa
 
 
 def evaluate_phantoms(net: torch.nn.Module, examples: Sequence[tuple[np.ndarray, np.ndarray]],
-                      postprocess: bool = True) -> dict[str, float]:
-    """Mean Dice per class name over phantom examples (after post-processing when asked)."""
+                      spec: "CTSpec", postprocess: bool = True) -> dict[str, float]:
+    """Mean Dice per class name over phantom examples on the model grid (after post-processing when asked)."""
     scores: dict[str, list[float]] = {n: [] for n in CLASSES[1:]}
     for image, label in examples:
-        pred = predict_channels(net, torch.from_numpy(image)).numpy()
+        pred = predict_channels(net, torch.from_numpy(image), spec=spec).numpy()
         if postprocess:
             pred = clean_channels(pred)
         for c, d in dice_per_class(pred, label, range(1, len(CLASSES))).items():
@@ -501,6 +520,8 @@ def run_training(cfg: CTTrainConfig, out_dir: str | Path, max_steps: int | None 
                  log: Callable[[str], None] = print) -> dict[str, Any]:
     """Compare the candidate networks for ``compare_steps`` each, continue the best one for
     ``train_steps`` and write ``summary.json`` and ``model.pt`` (state dict) into ``out_dir``.
+    With ``init_from`` the comparison is skipped: that bundle's network continues for ``train_steps``
+    (e.g. on a finer grid), and the summary carries the comparison of the run that chose it.
 
     Step counts (not wall time) fix the run, so the same seed gives the same model.
     ``max_steps`` (smoke tests) caps the optimiser steps of every phase.
@@ -513,16 +534,26 @@ def run_training(cfg: CTTrainConfig, out_dir: str | Path, max_steps: int | None 
     def capped(steps: int) -> int:
         return steps if max_steps is None else min(steps, max_steps)
 
+    start = _start_network(cfg) if cfg.init_from else None  # checked before anything is generated
     lo, hi = cfg.train_seeds
     train = cached_examples(range(lo, hi), cfg.cache_dir, cfg.spacing_mm)
     val = cached_examples(cfg.val_seeds, cfg.cache_dir, cfg.spacing_mm)
     log(f"{len(train)} training phantoms, {len(val)} validation phantoms ready in {time.time() - t0:.0f} s")
+    spec = cfg.spec()
+    if start is not None:
+        net, source = start
+        log(f"fine-tuning {source['network']} from {cfg.init_from} {source['version']} for "
+            f"{capped(cfg.train_steps)} steps")
+        tr = _Trainer(source["network"], cfg, train, net=net)
+        tr.train_for(capped(cfg.train_steps), _cosine(), log=log)
+        summary = {"network": source["network"], "comparison": source.pop("comparison"), "initialised_from": source}
+        return _finish(tr, cfg, val, out, summary, t0, log)
     comparison: dict[str, Any] = {}
     trainers: dict[str, _Trainer] = {}
     for name in cfg.networks:
         tr = _Trainer(name, cfg, train)
         tr.train_for(capped(cfg.compare_steps), lambda t: 1.0 if t > 0.05 else max(0.1, t / 0.05), log=log)
-        val_dice = evaluate_phantoms(tr.net, val, postprocess=False)
+        val_dice = evaluate_phantoms(tr.net, val, spec, postprocess=False)
         mean = float(np.nanmean(list(val_dice.values())))
         comparison[name] = {"steps": tr.step, "seconds": round(tr.seconds, 1),
                             "seconds_per_step": round(tr.seconds / max(tr.step, 1), 3),
@@ -536,14 +567,55 @@ def run_training(cfg: CTTrainConfig, out_dir: str | Path, max_steps: int | None 
     trainers.clear()
     log(f"continuing {best} for {cfg.train_steps} steps")
     tr.train_for(capped(cfg.train_steps), _cosine(), log=log)
-    val_dice = evaluate_phantoms(tr.net, val)
+    summary = {"network": best, "comparison": comparison}
+    return _finish(tr, cfg, val, out, summary, t0, log)
+
+
+def _finish(tr: _Trainer, cfg: CTTrainConfig, val: Sequence[tuple[np.ndarray, np.ndarray]], out: Path,
+            summary: dict[str, Any], t0: float, log: Callable[[str], None]) -> dict[str, Any]:
+    """Log the validation Dice and write ``model.pt`` and ``summary.json`` of a finished run."""
+    val_dice = evaluate_phantoms(tr.net, val, cfg.spec())
     for name, d in val_dice.items():
         log(f"validation Dice {name:36s} {d:.3f}")
-    summary = {"network": best, "comparison": comparison, "steps": tr.step, "train_seconds": round(tr.seconds, 1),
-               "val_dice": val_dice, "total_seconds": round(time.time() - t0, 1), "config": _config_dict(cfg)}
+    summary = {**summary, "steps": tr.step, "train_seconds": round(tr.seconds, 1), "val_dice": val_dice,
+               "total_seconds": round(time.time() - t0, 1), "config": _config_dict(cfg)}
     torch.save(tr.net.state_dict(), out / "model.pt")
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def init_bundle_path(init_from: str) -> Path:
+    """``init_from`` as a bundle folder: a path, or the name of a bundle shipped in ``models/``."""
+    from segmentation.bundle import default_bundle_path
+
+    path = Path(init_from).expanduser()
+    return path if path.exists() or path.is_absolute() or len(path.parts) > 1 else default_bundle_path(init_from)
+
+
+def _start_network(cfg: CTTrainConfig) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The network a fine-tuning run continues (``init_from``) and what to record about it.
+
+    The start weights must match ``init_sha256`` when the config gives one (else the bundle's
+    own record), so a config reproduces its model only from the same starting weights.
+    """
+    from segmentation.bundle import read_bundle, sha256_of
+
+    source = read_bundle(init_bundle_path(str(cfg.init_from)))
+    if cfg.init_sha256 and source.weights_path.is_file() and sha256_of(source.weights_path) != cfg.init_sha256:
+        raise ModelError(f"{source.weights_path}: sha256 {sha256_of(source.weights_path)[:12]}... is not the "
+                         f"init_sha256 {cfg.init_sha256[:12]}... this config fine-tunes; point init_from at the "
+                         f"bundle with those weights (an earlier version is in the git history of models/)")
+    net = source.load_network(cfg.init_sha256)
+    name = str(source.ours.get("network") or "")
+    if name not in ("unet", "segresnet"):
+        raise ModelError(f"{source.root}: init_from needs one of our CT bundles (plexus_planner.network unet or "
+                         f"segresnet), found {name or 'no network name'}")
+    evaluation = source.root / "docs" / "evaluation.json"
+    previous = json.loads(evaluation.read_text()).get("training", {}) if evaluation.is_file() else {}
+    return net, {"network": name, "bundle": source.name, "version": source.metadata.get("version"),
+                 "model_sha256": source.ours.get("model_sha256"), "steps": previous.get("steps"),
+                 "train_seconds": previous.get("train_seconds"), "spacing_mm": source.ours.get("model_spacing_mm"),
+                 "config": previous.get("config", {}), "comparison": previous.get("comparison", {})}
 
 
 def _config_dict(cfg: CTTrainConfig) -> dict[str, Any]:
@@ -855,6 +927,17 @@ def evaluate_real(network: torch.nn.Module, spec: CTSpec | None = None) -> dict[
 
 
 # ---------------------------------------------------------------------------- bundle
+#: version -> what it changed, newest first (the bundle's version, metadata changelog and model card)
+BUNDLE_CHANGELOG: dict[str, str] = {
+    "0.3.0": "3 mm model grid (was 4 mm): the 0.2.0 network fine-tuned on 3 mm phantoms, inference in "
+             "128^3 windows",
+    "0.2.0": "retrained: 160 phantoms, 12000 steps, bfloat16 training, contrast-phase augmentation; labels "
+             "resampled linearly onto the input grid",
+    "0.1.1": "inference in 96^3 windows without overlap (faster; better on the real series)",
+    "0.1.0": "first model: UNet/SegResNet comparison, trained on synthetic phantoms",
+}
+
+
 def metadata_for(cfg: CTTrainConfig, summary: Mapping[str, Any], name: str) -> dict[str, Any]:
     """MONAI bundle metadata (spec fields plus our ``plexus_planner`` section)."""
     import monai
@@ -862,11 +945,8 @@ def metadata_for(cfg: CTTrainConfig, summary: Mapping[str, Any], name: str) -> d
     channel_def = {str(i): n for i, n in enumerate(CLASSES)}
     shape = ["8*n", "8*n", "8*n"]
     return {
-        "version": "0.2.0",
-        "changelog": {"0.2.0": "retrained: 160 phantoms, 12000 steps, bfloat16 training, contrast-phase "
-                               "augmentation; labels resampled linearly onto the input grid",
-                      "0.1.1": "inference in 96^3 windows without overlap (faster; better on the real series)",
-                      "0.1.0": "first model: UNet/SegResNet comparison, trained on synthetic phantoms"},
+        "version": next(iter(BUNDLE_CHANGELOG)),
+        "changelog": dict(BUNDLE_CHANGELOG),
         "monai_version": monai.__version__,
         "pytorch_version": torch.__version__.split("+")[0],
         "numpy_version": np.__version__,
@@ -874,7 +954,7 @@ def metadata_for(cfg: CTTrainConfig, summary: Mapping[str, Any], name: str) -> d
         "name": name,
         "task": "Abdominal CT segmentation of vessels, organs, spine and nerve-plexus target regions for "
                 "planning image-guided pain procedures (research and education only)",
-        "description": f"3D {summary.get('network', 'unet')} on a {MODEL_SPACING_MM:g} mm isotropic grid, trained only "
+        "description": f"3D {summary.get('network', 'unet')} on a {cfg.spacing_mm:g} mm isotropic grid, trained only "
                        "on seeded synthetic CT phantoms with domain randomisation. Not a medical device.",
         "authors": "plexus-planner contributors",
         "copyright": "Copyright (c) plexus-planner contributors",
@@ -898,22 +978,22 @@ def metadata_for(cfg: CTTrainConfig, summary: Mapping[str, Any], name: str) -> d
         },
         "plexus_planner": {"modality": "CT", "channel_vocabulary": {str(k): v for k, v in channel_vocabulary().items()},
                            "model_spacing_mm": [cfg.spacing_mm] * 3, "axcodes": "LPS", "hu_window": list(HU_WINDOW),
-                           "roi_size": list(INFER_ROI), "overlap": INFER_OVERLAP, "training_patch": list(PATCH),
+                           "roi_size": list(cfg.infer_roi), "overlap": INFER_OVERLAP, "training_patch": list(cfg.patch),
                            "max_voxels": MAX_VOXELS, "network": summary.get("network")},
     }
 
 
-def inference_extra() -> dict[str, Any]:
+def inference_extra(cfg: CTTrainConfig) -> dict[str, Any]:
     """The MONAI-style pre/post-processing of ``inference.json`` (what :func:`segment_ct` does)."""
     return {
         "preprocessing": {"_target_": "Compose", "transforms": [
             {"_target_": "LoadImaged", "keys": "image"},
             {"_target_": "EnsureChannelFirstd", "keys": "image"},
             {"_target_": "Orientationd", "keys": "image", "axcodes": "LPS"},
-            {"_target_": "Spacingd", "keys": "image", "pixdim": [MODEL_SPACING_MM] * 3, "mode": "bilinear"},
+            {"_target_": "Spacingd", "keys": "image", "pixdim": [cfg.spacing_mm] * 3, "mode": "bilinear"},
             {"_target_": "ScaleIntensityRanged", "keys": "image", "a_min": HU_WINDOW[0], "a_max": HU_WINDOW[1],
              "b_min": 0.0, "b_max": 1.0, "clip": True}]},
-        "inferer": {"_target_": "SlidingWindowInferer", "roi_size": list(INFER_ROI), "sw_batch_size": 2,
+        "inferer": {"_target_": "SlidingWindowInferer", "roi_size": list(cfg.infer_roi), "sw_batch_size": 2,
                     "overlap": INFER_OVERLAP, "mode": "gaussian", "padding_mode": "replicate"},
         "postprocessing": {"_target_": "Compose", "transforms": [
             {"_target_": "AsDiscreted", "keys": "pred", "argmax": True},
@@ -937,7 +1017,7 @@ def write_ct_bundle(bundle_dir: str | Path, run_dir: str | Path, cfg: CTTrainCon
     net = locate_network(target, args)
     net.load_state_dict(torch.load(run / "model.pt", map_location="cpu", weights_only=True))
     net.eval()
-    spec = CTSpec()
+    spec = cfg.spec()
     held_out = evaluate_held_out(net, cfg.test_seeds, spec)
     real = evaluate_real(net, spec)
     meta = metadata_for(cfg, summary, name)
@@ -947,7 +1027,7 @@ def write_ct_bundle(bundle_dir: str | Path, run_dir: str | Path, cfg: CTTrainCon
     card = model_card(summary, held_out, real, cfg, notes)
     evaluation = {"held_out_phantoms": held_out, "real_series": real, "training": summary}
     return write_bundle(bundle_dir, state_dict=net.state_dict(), network_def={"_target_": target, **args},
-                        metadata=meta, model_card=card, inference_extra=inference_extra(),
+                        metadata=meta, model_card=card, inference_extra=inference_extra(cfg),
                         extra_docs={"evaluation.json": json.dumps(evaluation, indent=2, default=str) + "\n"})
 
 
@@ -984,10 +1064,28 @@ def _targets_status(held_out: Mapping[str, Any], real: Mapping[str, Any] | None)
     return "\n".join(lines)
 
 
+def _training_text(summary: Mapping[str, Any], cfg: CTTrainConfig) -> str:
+    """What the shipped weights were trained for: from scratch, or fine-tuned from an earlier bundle."""
+    batch = f"batch of {cfg.samples_per_phantom} {cfg.patch[0]}^3 patches"
+    minutes = summary.get("train_seconds", 0) / 60
+    source = summary.get("initialised_from")
+    if not source:
+        return (f"Chosen: **{summary.get('network')}**, {summary.get('steps')} optimiser steps in total ({batch}), "
+                f"{minutes:.0f} min of training.")
+    grid = source.get("spacing_mm") or ["?"]
+    return (f"Chosen: **{summary.get('network')}** (table above, from the training of {source.get('bundle')} "
+            f"{source.get('version')}: {source.get('steps')} steps on a {grid[0]:g} mm grid, "
+            f"{(source.get('train_seconds') or 0) / 60:.0f} min). These weights continue that network "
+            f"(sha256 {str(source.get('model_sha256'))[:12]}...) for {summary.get('steps')} more steps on "
+            f"{cfg.spacing_mm:g} mm phantoms ({batch}, lr {cfg.lr:g}, warm-up and cosine decay), "
+            f"{minutes:.0f} min of training.")
+
+
 def model_card(summary: Mapping[str, Any], held_out: Mapping[str, Any], real: Mapping[str, Any] | None,
                cfg: CTTrainConfig, notes: str = "") -> str:
     """The bundle's ``docs/README.md``."""
     comp = summary.get("comparison", {})
+    first = summary.get("initialised_from", {}).get("config") or summary.get("config", {})  # run that compared
     comp_rows = "\n".join(f"| {n} | {c['parameters']:,} | {c['steps']} | {c['seconds_per_step']:.2f} | "
                           f"{c['val_mean_dice']:.3f} |" for n, c in comp.items())
     held_rows = "\n".join(f"| {n} | {_fmt(v['mean'])} | {_fmt(v['min'])} | {v['n']} |" for n, v in held_out.items())
@@ -1019,8 +1117,8 @@ with the target regions painted by `planner.targets.add_targets`.
 
 ## Model
 MONAI `{summary.get('network')}` ({len(CLASSES)} output channels), input one channel CT windowed
-{HU_WINDOW[0]:g}..{HU_WINDOW[1]:g} HU to [0, 1], {MODEL_SPACING_MM:g} mm isotropic grid (LPS), patches
-{PATCH[0]}^3 in training; inference in {INFER_ROI[0]}^3 sliding windows (overlap {INFER_OVERLAP:g}, replicate
+{HU_WINDOW[0]:g}..{HU_WINDOW[1]:g} HU to [0, 1], {cfg.spacing_mm:g} mm isotropic grid (LPS), patches
+{cfg.patch[0]}^3 in training; inference in {cfg.infer_roi[0]}^3 sliding windows (overlap {INFER_OVERLAP:g}, replicate
 padding), argmax,
 largest connected component for single organs, hole filling, resampling back onto the input grid
 (each label's mask linearly, the largest wins). Weights stored as float16 (sha256 in metadata,
@@ -1033,17 +1131,16 @@ thin-slab replication (own transform), resolution loss (downsample-upsample), Ga
 bias field, gamma/contrast, Gaussian noise.
 
 ## Network choice (measured)
-Each candidate trained {cfg.compare_steps} steps on the same phantoms ({cfg.num_threads} CPU thread(s),
+Each candidate trained {first.get('compare_steps')} steps on the same phantoms ({cfg.num_threads} CPU thread(s),
 {cfg.precision} forward pass), then scored on validation phantoms {list(cfg.val_seeds)}; the best
-continued for {cfg.train_steps} steps (linear warm-up, cosine decay).
+continued for {first.get('train_steps')} steps (linear warm-up, cosine decay).
 DynUNet (filters 16-128) was timed at about twice the UNet's seconds per step and left out.
 
 | network | parameters | steps | s/step | mean validation Dice |
 |---|---|---|---|---|
 {comp_rows}
 
-Chosen: **{summary.get('network')}**, {summary.get('steps')} optimiser steps in total (batch of
-{cfg.samples_per_phantom} patches), {summary.get('train_seconds', 0) / 60:.0f} min of training.
+{_training_text(summary, cfg)}
 
 ## Dice on held-out phantoms
 Seeds {list(cfg.test_seeds)} (never seen in training), segmented end to end from a 3 mm grid
@@ -1066,7 +1163,7 @@ and scored on that grid against the exact labels (merged like the network classe
   usefulness on patients, and it is limited. Treat every output as a draft to review; prefer
   an imported segmentation (`plexplan segment --labels-from`, e.g. TotalSegmentator output)
   or a stronger bundle (`--model`, e.g. MONAI's wholeBody_ct_segmentation) when available.
-- {MODEL_SPACING_MM:g} mm grid: small vessels (celiac trunk, SMA, renal arteries) are a few voxels
+- {cfg.spacing_mm:g} mm grid: small vessels (celiac trunk, SMA, renal arteries) are a few voxels
   wide and often missed; thin structures (crura) are coarse.
 - Vertebral levels are not predicted by the network (one class `vertebrae`); they are counted
   up from the sacrum afterwards, so on a scan without the sacrum in view the levels stay

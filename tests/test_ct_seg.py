@@ -313,6 +313,50 @@ def test_plexplan_train_ct_runs_two_steps(tmp_path):
     assert len(list((tmp_path / "cache").glob("*.npz"))) == 3
 
 
+def _fine_tune_config(tmp_path: Path, extra: str = "") -> Path:
+    cfg = tmp_path / "ct_ft.yaml"
+    cfg.write_text("task: ct_phantom\nnetworks: [unet]\ntrain_steps: 1\ntrain_seeds: [5000, 5001]\n"
+                   "val_seeds: [5003]\nspacing_mm: 6.0\npatch: [32, 32, 32]\ninfer_roi: [64, 64, 64]\n"
+                   f"init_from: ct_abdomen_phantom\ncache_dir: {tmp_path / 'cache'}\n{extra}")
+    return cfg
+
+
+@pytest.mark.slow
+def test_fine_tuning_continues_the_bundle_network_and_records_its_weights(tmp_path, shipped, ct):
+    """``init_from``: the run starts from the bundle's (sha256-checked) weights, not from scratch."""
+    import torch
+
+    out = tmp_path / "run"
+    assert main(["train", str(_fine_tune_config(tmp_path)), "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    source = summary["initialised_from"]
+    assert source["model_sha256"] == shipped.ours["model_sha256"]
+    assert source["version"] == shipped.metadata["version"] and summary["steps"] == 1
+    assert summary["comparison"], "the network comparison of the source run is carried over"
+    start = shipped.load_network().state_dict()
+    tuned = torch.load(out / "model.pt", weights_only=True)
+    changed = [k for k in start if not torch.equal(start[k].float(), tuned[k].float())]
+    assert changed, "one optimiser step changes the weights"
+    key = next(k for k in start if k.endswith("weight") and start[k].ndim == 5)
+    a, b = start[key].float().flatten(), tuned[key].float().flatten()
+    assert float(torch.corrcoef(torch.stack([a, b]))[0, 1]) > 0.99, "fine-tuned weights stay near the start"
+
+
+def test_fine_tuning_from_other_weights_than_the_config_names_is_refused(tmp_path, capsys):
+    cfg = _fine_tune_config(tmp_path, "init_sha256: '" + "f" * 64 + "'\n")
+    assert main(["train", str(cfg), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert re.search(r"model\.pt: sha256 .* is not the init_sha256 ffff", err), err
+    assert not (tmp_path / "run" / "model.pt").exists()
+
+
+def test_training_patch_and_start_weights_are_checked_in_the_config(ct):
+    with pytest.raises(ModelError, match=r"patch = \[40, 48, 48\].*multiple of 16"):
+        ct.CTTrainConfig.from_mapping({"task": "ct_phantom", "patch": [40, 48, 48]})
+    with pytest.raises(ModelError, match=r"init_sha256 = 0: give the 64 lower-case hex digits"):
+        ct.CTTrainConfig.from_mapping({"task": "ct_phantom", "init_sha256": 0})
+
+
 def test_contrast_phase_scales_enhancement_per_group(ct):
     """Arteries and veins/parenchyma move by (factor - 1) x (phantom HU - unenhanced HU); the rest stays."""
     import torch
