@@ -627,27 +627,41 @@ def clean_labels(pred: np.ndarray, single: Iterable[int], body: int | None) -> n
     """Largest connected component for the ``single`` values, then holes filled per value.
 
     Removed voxels become ``body`` (when given; also filling unlabelled holes inside the
-    body) or 0. Works on channel maps and on vocabulary label maps alike.
+    body) or 0. Works on channel maps and on vocabulary label maps alike. Each value is
+    processed inside its bounding box grown by one voxel, which gives the same result as the
+    whole volume (every path out of the box crosses that free shell) in a fraction of the time.
     """
     from scipy import ndimage
 
     out = np.array(pred, copy=True)
+    boxes = ndimage.find_objects(out)  # value v -> boxes[v - 1]; voxels of v never leave it below
+
+    def box(value: int) -> tuple[slice, ...] | None:
+        found = boxes[value - 1] if 0 < value <= len(boxes) else None
+        if found is None:
+            return None
+        return tuple(slice(max(0, b.start - 1), min(n, b.stop + 1)) for b, n in zip(found, out.shape))
+
     fill = 0 if body is None else body
     for c in single:
-        mask = out == c
-        if not mask.any():
+        where = box(int(c))
+        if where is None:
             continue
+        region = out[where]
+        mask = region == c
         lab, n = ndimage.label(mask)
         if n > 1:
             sizes = np.bincount(lab.ravel())[1:]
-            out[mask & (lab != 1 + int(np.argmax(sizes)))] = fill
+            region[mask & (lab != 1 + int(np.argmax(sizes)))] = fill
     if body is not None:
         inside = ndimage.binary_fill_holes(out > 0)
         out[(out == 0) & inside] = body
     for c in (int(v) for v in np.unique(out) if v and v != body):
-        mask = out == c
-        holes = ndimage.binary_fill_holes(mask) & ~mask & ((out == fill) | (out == 0))
-        out[holes] = c
+        where = box(c)
+        region = out[where]
+        mask = region == c
+        holes = ndimage.binary_fill_holes(mask) & ~mask & ((region == fill) | (region == 0))
+        region[holes] = c
     return out
 
 
@@ -780,9 +794,12 @@ def labels_onto_grid(labels: np.ndarray, src_affine: Any, dst_affine: Any, shape
     """
     import torch.nn.functional as F
 
+    dst_to_src = np.linalg.inv(np.asarray(src_affine, np.float64)) @ np.asarray(dst_affine, np.float64)
+    same = _same_voxels(labels, dst_to_src, shape)
+    if same is not None:
+        return same
     values = np.unique(labels)
     onehot = torch.from_numpy(np.stack([labels == v for v in values]).astype(np.float32))[None]
-    dst_to_src = np.linalg.inv(np.asarray(src_affine, np.float64)) @ np.asarray(dst_affine, np.float64)
     half_extent = np.maximum(np.array(labels.shape, np.float64) - 1.0, 1.0) / 2.0
     nx, ny, nz = (int(n) for n in shape)
     ix, iy = np.meshgrid(np.arange(nx, dtype=np.float64), np.arange(ny, dtype=np.float64), indexing="ij")
@@ -799,6 +816,30 @@ def labels_onto_grid(labels: np.ndarray, src_affine: Any, dst_affine: Any, shape
         chunk[best.numpy() <= 0.0] = 0
         out[:, :, z0:z0 + len(iz)] = chunk
     return out
+
+
+def _same_voxels(labels: np.ndarray, dst_to_src: np.ndarray, shape: Sequence[int]) -> np.ndarray | None:
+    """``labels`` re-indexed onto the destination grid when both grids share their voxel centres
+    (axes permuted or flipped, whole-voxel shifts: e.g. a 3 mm input on a 3 mm model grid),
+    else ``None``. Exact where interpolation would only blur."""
+    rot, shift = dst_to_src[:3, :3], dst_to_src[:3, 3]
+    perm = np.rint(rot)
+    if not (np.allclose(rot, perm, atol=1e-4) and np.allclose(shift, np.rint(shift), atol=1e-3)
+            and np.array_equal(np.abs(perm).sum(axis=0), np.ones(3)) and np.array_equal(np.abs(perm).sum(axis=1), np.ones(3))):
+        return None
+    index = []
+    for dst_axis in range(3):
+        src_axis = int(np.flatnonzero(perm[:, dst_axis])[0])
+        positions = perm[src_axis, dst_axis] * np.arange(int(shape[dst_axis])) + np.rint(shift[src_axis])
+        index.append((src_axis, positions.astype(np.int64)))
+    grids = np.meshgrid(*[pos for _, pos in index], indexing="ij", sparse=True)
+    src_index: list[Any] = [None, None, None]
+    inside = np.ones(tuple(int(n) for n in shape), bool)
+    for (src_axis, _), grid in zip(index, grids):
+        ok = (grid >= 0) & (grid < labels.shape[src_axis])
+        inside &= ok
+        src_index[src_axis] = np.clip(grid, 0, labels.shape[src_axis] - 1)
+    return np.where(inside, labels[tuple(src_index)], 0).astype(np.uint8)
 
 
 def segment_ct(volume: Volume, network: torch.nn.Module, spec: CTSpec | None = None,
@@ -1007,7 +1048,8 @@ def write_ct_bundle(bundle_dir: str | Path, run_dir: str | Path, cfg: CTTrainCon
                     name: str = "ct_abdomen_phantom", notes: str = "") -> Any:
     """Package a training run as a MONAI bundle, with Dice on held-out phantoms and the real series.
 
-    ``notes`` (Markdown) is added to the model card's "what was tried" section.
+    ``notes`` (Markdown) is the model card's "what was tried" section (``plexplan train`` reads it
+    from ``<config>_history.md`` beside the config, e.g. ``segmentation/configs/ct_phantom_history.md``).
     """
     from segmentation.bundle import write_bundle
 
@@ -1183,11 +1225,19 @@ def run_training_command(args: Any, raw: Mapping[str, Any]) -> int:
     """``plexplan train ct_phantom.yaml``: train, print per-class validation Dice, optionally bundle."""
     raw = {k: v for k, v in raw.items() if k != "data_dir"}
     cfg = CTTrainConfig.from_mapping(raw)
-    summary = run_training(cfg, args.out, max_steps=args.max_steps)
-    for name, d in summary["val_dice"].items():
-        print(f"validation Dice {name:36s} {_fmt(d)}")
-    print(f"trained {summary['network']} for {summary['steps']} steps; wrote {args.out}")
+    if getattr(args, "bundle_only", False):
+        if not args.bundle or not (Path(args.out) / "summary.json").is_file():
+            raise ModelError(f"--bundle-only packages a finished run: give --bundle DIR and an --out folder with "
+                             f"summary.json and model.pt ({Path(args.out) / 'summary.json'} not found)")
+    else:
+        summary = run_training(cfg, args.out, max_steps=args.max_steps)
+        for name, d in summary["val_dice"].items():
+            print(f"validation Dice {name:36s} {_fmt(d)}")
+        print(f"trained {summary['network']} for {summary['steps']} steps; wrote {args.out}")
     if args.bundle:
-        bundle = write_ct_bundle(args.bundle, args.out, cfg, name=(cfg.bundle or {}).get("name", "ct_abdomen_phantom"))
+        history = Path(args.config).parent / f"{Path(args.config).stem}_history.md"
+        notes = history.read_text() if history.is_file() else ""
+        bundle = write_ct_bundle(args.bundle, args.out, cfg, name=(cfg.bundle or {}).get("name", "ct_abdomen_phantom"),
+                                 notes=notes)
         print(f"wrote bundle {bundle.root}")
     return 0

@@ -142,13 +142,28 @@ def test_resampling_round_trip_keeps_geometry_on_a_flipped_grid(ct, phantom):
     img = phantom.image
     flipped = dataclasses.replace(img, array=img.array[:, ::-1].copy(), direction=np.diag([1.0, -1.0, 1.0]),
                                   origin=tuple(img.index_to_lps([0, img.shape[1] - 1, 0])))
-    spec = dataclasses.replace(ct.CTSpec(), postprocess=False)
-    for vol in (img, flipped):
+    coarser = dataclasses.replace(ct.CTSpec(), spacing_mm=(4.0,) * 3, postprocess=False)
+    same = dataclasses.replace(coarser, spacing_mm=tuple(img.spacing_xyz))  # labels re-indexed, not resampled
+    for vol, spec in ((img, coarser), (flipped, coarser), (img, same), (flipped, same)):
         lab = ct.segment_ct(vol, Threshold(), spec)
         assert lab.same_grid(vol)
         body = lab.array == label_of("body")
         truth = (vol.array > -190) & (vol.array <= 226)
         assert 2 * (body & truth).sum() / (body.sum() + truth.sum()) > 0.9
+
+
+def test_labels_on_a_grid_with_the_same_voxels_are_re_indexed_exactly(ct):
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 9, (4, 5, 6)).astype(np.uint8)
+    src = np.diag([3.0, 3.0, 3.0, 1.0])
+    flip_y = src @ np.array([[1, 0, 0, 0], [0, -1, 0, 4], [0, 0, 1, 0], [0, 0, 0, 1.0]])  # dst y = 4 - src y
+    np.testing.assert_array_equal(ct.labels_onto_grid(labels, src, flip_y, labels.shape), labels[:, ::-1, :])
+    shifted = src @ np.array([[1, 0, 0, 2], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1.0]])   # two voxels along x
+    out = ct.labels_onto_grid(labels, src, shifted, labels.shape)
+    np.testing.assert_array_equal(out[:2], labels[2:])
+    assert not out[2:].any(), "outside the source grid is 0"
+    half = src @ np.array([[1, 0, 0, 0.5], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1.0]])
+    assert ct._same_voxels(labels, np.linalg.inv(src) @ half, labels.shape) is None
 
 
 @pytest.mark.slow
@@ -355,6 +370,27 @@ def test_training_patch_and_start_weights_are_checked_in_the_config(ct):
         ct.CTTrainConfig.from_mapping({"task": "ct_phantom", "patch": [40, 48, 48]})
     with pytest.raises(ModelError, match=r"init_sha256 = 0: give the 64 lower-case hex digits"):
         ct.CTTrainConfig.from_mapping({"task": "ct_phantom", "init_sha256": 0})
+
+
+def test_post_processing_keeps_one_component_and_fills_holes_inside_each_structure(ct):
+    body, organ, shell, vessel = 20, 10, 13, 1
+    pred = np.zeros((24, 24, 24), np.uint8)
+    pred[2:22, 2:22, 2:22] = body
+    pred[9, 9, 9] = 0                            # air pocket inside the body -> body
+    pred[3:7, 3:7, 3:7] = organ                  # the organ's largest component stays
+    pred[17:19, 3:5, 3:5] = organ                # a second, smaller piece -> body
+    pred[10:17, 10:17, 10:17] = shell            # a hollow structure ...
+    pred[11:16, 11:16, 11:16] = body             # ... with body inside -> filled with the structure
+    pred[13, 13, 13] = vessel                    # another class inside it stays
+    pred[0:2, 0:2, 0:2] = vessel                 # touching the volume's edge: not a hole to fill
+    out = ct.clean_labels(pred, single=[organ], body=body)
+    expected = pred.copy()
+    expected[9, 9, 9] = body
+    expected[17:19, 3:5, 3:5] = body
+    expected[11:16, 11:16, 11:16] = shell
+    expected[13, 13, 13] = vessel
+    np.testing.assert_array_equal(out, expected)
+    assert pred[9, 9, 9] == 0, "the input is not modified"
 
 
 def test_contrast_phase_scales_enhancement_per_group(ct):

@@ -21,6 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="train the fold and final models in N worker processes at once (ultrasound)")
     parser.add_argument("--bundle", default=None,
                         help="write a MONAI bundle of the final model into this folder")
+    parser.add_argument("--bundle-only", action="store_true",
+                        help="skip training: package an existing --out run as --bundle (CT)")
     parser.add_argument("--calibrate-only", action="store_true",
                         help="skip training: choose the post-processing from an existing --out run's fold models")
     parser.add_argument("--weights", default="final",
