@@ -76,7 +76,7 @@ def main() -> int:
         env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
         cmd = [sys.executable, "-c", "import sys, torch; torch.set_num_threads(%d); from planner.cli import main; "
                "sys.exit(main())" % args.threads, "segment", str(series), "--out", str(Path(tmp) / "out"),
-               "--no-progress"]
+               "--model", str(bundle.root), "--no-progress"]
         t = time.time()
         done = subprocess.run(cmd, env=env, capture_output=True, text=True)
         wall = time.time() - t

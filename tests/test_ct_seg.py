@@ -182,6 +182,20 @@ def test_shipped_model_segments_a_held_out_phantom(ct, shipped, phantom):
 
 
 @pytest.mark.slow
+def test_bfloat16_inference_agrees_with_float32(ct, shipped, phantom):
+    """The shipped bundle asks for bf16 where the CPU has it; its labels must match the float32 ones."""
+    spec = ct.spec_from_bundle(shipped)
+    assert spec.precision == "auto"
+    net = shipped.load_network()
+    fp32 = ct.segment_ct(phantom.image, net, dataclasses.replace(spec, precision="fp32")).array
+    bf16 = ct.segment_ct(phantom.image, net, dataclasses.replace(spec, precision="bf16")).array
+    inside = (fp32 > 0) | (bf16 > 0)
+    assert float((fp32 == bf16)[inside].mean()) > 0.98
+    with pytest.raises(ModelError, match="inference precision 'fp16' is not one of fp32, bf16, auto"):
+        ct.segment_ct(phantom.image, net, dataclasses.replace(spec, precision="fp16"))
+
+
+@pytest.mark.slow
 def test_plexplan_segment_ct_series_writes_every_output(tmp_path, phantom):
     from planner.dicom_write import write_ct_series
     from planner.dicom_seg import read_seg
