@@ -607,8 +607,9 @@ def _start_network(cfg: CTTrainConfig) -> tuple[torch.nn.Module, dict[str, Any]]
     from segmentation.bundle import read_bundle, sha256_of
 
     source = read_bundle(init_bundle_path(str(cfg.init_from)))
-    if cfg.init_sha256 and source.weights_path.is_file() and sha256_of(source.weights_path) != cfg.init_sha256:
-        raise ModelError(f"{source.weights_path}: sha256 {sha256_of(source.weights_path)[:12]}... is not the "
+    actual = sha256_of(source.weights_path) if cfg.init_sha256 and source.weights_path.is_file() else None
+    if actual is not None and actual != cfg.init_sha256:
+        raise ModelError(f"{source.weights_path}: sha256 {actual[:12]}... is not the "
                          f"init_sha256 {cfg.init_sha256[:12]}... this config fine-tunes; point init_from at the "
                          f"bundle with those weights (an earlier version is in the git history of models/), or "
                          f"remove init_sha256 to fine-tune these")
@@ -1240,7 +1241,14 @@ def run_training_command(args: Any, raw: Mapping[str, Any]) -> int:
     """``plexplan train ct_phantom.yaml``: train, print per-class validation Dice, optionally bundle."""
     raw = {k: v for k, v in raw.items() if k != "data_dir"}
     cfg = CTTrainConfig.from_mapping(raw)
-    if getattr(args, "bundle_only", False):
+    opts = cfg.bundle or {}
+    notes = ""
+    if args.bundle and opts.get("history"):  # the card's "what was tried"; checked before an hour of training
+        history = Path(args.config).parent / str(opts["history"])
+        if not history.is_file():
+            raise ModelError(f"{args.config}: bundle.history {history} not found")
+        notes = history.read_text()
+    if args.bundle_only:
         if not args.bundle or not (Path(args.out) / "summary.json").is_file():
             raise ModelError(f"--bundle-only packages a finished run: give --bundle DIR and an --out folder with "
                              f"summary.json and model.pt ({Path(args.out) / 'summary.json'} not found)")
@@ -1250,13 +1258,6 @@ def run_training_command(args: Any, raw: Mapping[str, Any]) -> int:
             print(f"validation Dice {name:36s} {_fmt(d)}")
         print(f"trained {summary['network']} for {summary['steps']} steps; wrote {args.out}")
     if args.bundle:
-        opts = cfg.bundle or {}
-        notes = ""
-        if opts.get("history"):  # the model card's "what was tried", relative to the config's folder
-            history = Path(args.config).parent / str(opts["history"])
-            if not history.is_file():
-                raise ModelError(f"{args.config}: bundle.history {history} not found")
-            notes = history.read_text()
         bundle = write_ct_bundle(args.bundle, args.out, cfg, name=opts.get("name", "ct_abdomen_phantom"), notes=notes)
         print(f"wrote bundle {bundle.root}")
     return 0

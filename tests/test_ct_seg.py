@@ -379,6 +379,14 @@ def test_fine_tuning_from_other_weights_than_the_config_names_is_refused(tmp_pat
     assert not (tmp_path / "run" / "model.pt").exists()
 
 
+def test_missing_model_card_history_is_refused_before_training(tmp_path, capsys):
+    cfg = _fine_tune_config(tmp_path, "bundle:\n  history: no_such_history.md\n")
+    out = tmp_path / "run"
+    assert main(["train", str(cfg), "--out", str(out), "--bundle", str(tmp_path / "bundle")]) == 2
+    assert "bundle.history" in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / "cache").exists(), "nothing trained or generated"
+
+
 def test_training_patch_and_start_weights_are_checked_in_the_config(ct):
     with pytest.raises(ModelError, match=r"patch = \[40, 48, 48\].*multiple of 16"):
         ct.CTTrainConfig.from_mapping({"task": "ct_phantom", "patch": [40, 48, 48]})

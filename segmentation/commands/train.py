@@ -61,6 +61,9 @@ def run(args: argparse.Namespace) -> int:
         return run_training_command(args, raw)
     if task != "us_nerve":
         raise ModelError(f"{args.config}: unknown task {task!r}; this version trains 'us_nerve'")
+    if args.bundle_only:
+        raise ModelError("--bundle-only is for CT configs; an ultrasound run is packaged with "
+                         "--calibrate-only --bundle DIR")
     from segmentation import ultrasound
 
     bundle_opts = raw.get("bundle") or {}
