@@ -5,9 +5,9 @@ Usage::
     python benchmarks/bench_us_seg.py [--bundle models/us_nerve_seg] [--run /tmp/us_run]
                                       [--threads 2] [--frames 64]
 
-Dice comes from the held-out fold predictions: with ``--run`` from the training run's
-``cv_predictions.npz`` (recomputed per frame), else from the per-frame results shipped in the
-bundle (``docs/cross_validation.json``). The interval is a 95% percentile bootstrap over
+Dice comes from the held-out fold predictions, measured per frame on the frame's own pixels:
+with ``--run`` from the training run's ``cv_metrics.json``, else from the per-frame results
+shipped in the bundle (``docs/cross_validation.json``). The interval is a 95% percentile bootstrap over
 frames (seeded). Speed: frames/s of the shipped network on 256x256 frames, batch 16, on
 ``--threads`` CPU threads (target >= 20), including letterboxing and argmax.
 """
@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", default=None, help="bundle folder (default: shipped us_nerve_seg)")
-    parser.add_argument("--run", default=None, help="training output folder with cv_predictions.npz")
+    parser.add_argument("--run", default=None, help="training output folder with cv_metrics.json")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--frames", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
@@ -38,21 +38,15 @@ def main() -> int:
     import torch
 
     from segmentation.bundle import default_bundle_path, read_bundle
-    from segmentation.ultrasound import CV_RESULTS, UltrasoundSegmenter, bootstrap_ci, dice_per_class
+    from segmentation.ultrasound import CV_RESULTS, UltrasoundSegmenter, bootstrap_ci
 
     torch.set_num_threads(args.threads)
     bundle = read_bundle(args.bundle or default_bundle_path("us_nerve_seg"))
 
     # ---- cross-validated Dice
     if args.run:
-        cv = np.load(Path(args.run) / "cv_predictions.npz")
-        held = np.flatnonzero(cv["fold"] >= 0)
-        rows = []
-        for i in held:
-            d = dice_per_class(cv["pred"][i], cv["truth"][i])
-            # the training run saves plain-argmax label maps (post-processing is chosen afterwards)
-            rows.append({"dice_nerve_raw": d[1], "dice_vessel_raw": d[2], "fold": int(cv["fold"][i])})
-        source = f"{args.run}/cv_predictions.npz"
+        rows = json.loads((Path(args.run) / "cv_metrics.json").read_text())["per_frame"]
+        source = f"{args.run}/cv_metrics.json"
     else:
         rows = json.loads((bundle.root / "docs" / CV_RESULTS).read_text())["per_frame"]
         source = f"{bundle.root.name}/docs/{CV_RESULTS}"

@@ -123,13 +123,15 @@ class UltrasoundDataset:
     """Frames and masks letterboxed to the model grid, in memory.
 
     ``images`` ``[N, 1, S, S]`` float32 in [0, 1]; ``masks`` ``[N, 1, S, S]`` uint8 (0, 1, 2);
-    ``content`` the letterbox of each frame; ``ids`` the file stems (frame numbers).
+    ``content`` the letterbox of each frame; ``ids`` the file stems (frame numbers);
+    ``native_masks`` each frame's mask on its own pixels (what held-out Dice is measured on).
     """
 
     ids: tuple[str, ...]
     images: torch.Tensor
     masks: torch.Tensor
     content: tuple[Letterbox, ...]
+    native_masks: tuple[np.ndarray, ...]
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -137,7 +139,7 @@ class UltrasoundDataset:
     def subset(self, index: Sequence[int]) -> "UltrasoundDataset":
         idx = list(index)
         return UltrasoundDataset(tuple(self.ids[i] for i in idx), self.images[idx], self.masks[idx],
-                                 tuple(self.content[i] for i in idx))
+                                 tuple(self.content[i] for i in idx), tuple(self.native_masks[i] for i in idx))
 
 
 def load_dataset(root: str | Path, size: int = 256, limit: int | None = None) -> UltrasoundDataset:
@@ -150,7 +152,7 @@ def load_dataset(root: str | Path, size: int = 256, limit: int | None = None) ->
         raise VolumeError(f"{root}: no images/*.png found; point the config's data_dir at the usgra-seg dataset")
     if limit is not None:
         image_files = image_files[:limit]
-    ids, images, masks, boxes = [], [], [], []
+    ids, images, masks, boxes, native = [], [], [], [], []
     for f in image_files:
         mask_file = root / "masks" / f.name
         if not mask_file.exists():
@@ -171,7 +173,8 @@ def load_dataset(root: str | Path, size: int = 256, limit: int | None = None) ->
         images.append(img_t[0])
         masks.append(mask_t[0])
         boxes.append(box)
-    return UltrasoundDataset(tuple(ids), torch.stack(images), torch.stack(masks), tuple(boxes))
+        native.append(mask)
+    return UltrasoundDataset(tuple(ids), torch.stack(images), torch.stack(masks), tuple(boxes), tuple(native))
 
 
 def grouped_folds(ids: Sequence[str], n_folds: int, group_size: int, seed: int) -> list[list[int]]:
@@ -356,6 +359,19 @@ def dice_per_class(pred: np.ndarray, target: np.ndarray, labels: Iterable[int] =
     return out
 
 
+def frame_dice(probs: torch.Tensor, box: Letterbox, truth: np.ndarray,
+               background_scale: float = 1.0) -> tuple[float, float]:
+    """Nerve and vessel Dice of one frame on its own pixels.
+
+    ``probs`` ``[3, S, S]`` are model-grid probabilities; they go back onto the frame and are
+    decided as :class:`UltrasoundSegmenter` does, so the figure is that of the labels a user gets
+    (not of the letterboxed grid, whose masks are downsampled).
+    """
+    labels = decide(unletterbox(probs[None].float(), box), background_scale)[0].numpy()
+    d = dice_per_class(labels, truth)
+    return d[1], d[2]
+
+
 def bootstrap_ci(values: Sequence[float], seed: int = 0, n_boot: int = 2000, level: float = 0.95) -> tuple[float, float, float]:
     """Mean and percentile-bootstrap interval of ``values`` (NaNs dropped)."""
     v = np.asarray([x for x in values if np.isfinite(x)], dtype=float)
@@ -507,8 +523,8 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, max_steps: int | None = 
     """Cross-validate, then train the shipped model; writes ``out_dir`` and returns a summary.
 
     Writes ``cv_predictions.npz`` (held-out label maps at the model grid, the true masks, ids,
-    fold of each frame), ``cv_metrics.json`` (per-frame Dice, mean and 95% bootstrap
-    intervals), ``fold{k}_state.pt`` per fold (both rewritten after every fold) and
+    fold of each frame), ``cv_metrics.json`` (per-frame Dice on the frame's own pixels, see
+    :func:`frame_dice`; mean and 95% bootstrap intervals), ``fold{k}_state.pt`` per fold (both rewritten after every fold) and
     ``final_state.pt`` (weights trained on all frames, when ``final_model``).
 
     With ``parallel_jobs`` > 1 the fold and final models train in that many worker processes
@@ -539,14 +555,13 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, max_steps: int | None = 
     def record_fold(k: int, seconds: float) -> None:
         held = folds[k]
         net = _load_state(cfg, out / f"fold{k}_state.pt")
-        labels = predict_probabilities(net, data.images[held]).argmax(1).numpy().astype(np.uint8)
+        probs = predict_probabilities(net, data.images[held])
         summary["fold_seconds"][k] = seconds
         for j, i in enumerate(held):
-            preds[i] = labels[j]
+            preds[i] = probs[j].argmax(0).numpy().astype(np.uint8)
             fold_of[i] = k
-            # Dice on the model grid (masks downsampled with nearest neighbour)
-            d = dice_per_class(labels[j], data.masks[i, 0].numpy())
-            per_frame.append({"id": data.ids[i], "fold": k, "dice_nerve": d[1], "dice_vessel": d[2]})
+            nerve, vessel = frame_dice(probs[j], data.content[i], data.native_masks[i])
+            per_frame.append({"id": data.ids[i], "fold": k, "dice_nerve": nerve, "dice_vessel": vessel})
         per_frame.sort(key=lambda r: (r["fold"], position[r["id"]]))  # folds may finish in any order
         nerve = [r["dice_nerve"] for r in per_frame if r["fold"] == k]
         vessel = [r["dice_vessel"] for r in per_frame if r["fold"] == k]
@@ -684,7 +699,8 @@ def calibrate(cfg: TrainConfig, run_dir: str | Path, scales: Sequence[float] = B
     maximises mean nerve+vessel Dice on the *other* folds' held-out frames is applied to
     fold k, so each reported Dice comes from a setting chosen without that frame. The
     shipped setting is the best over all held-out frames. Updates ``cv_metrics.json``
-    (per-frame Dice after post-processing; the raw argmax Dice is kept as ``*_raw``).
+    (per-frame Dice on the frame's own pixels after post-processing, the plain-argmax Dice as
+    ``*_raw``).
     """
     run = Path(run_dir)
     torch.set_num_threads(max(1, int(cfg.num_threads)))
@@ -694,7 +710,9 @@ def calibrate(cfg: TrainConfig, run_dir: str | Path, scales: Sequence[float] = B
     done = sorted({int(r["fold"]) for r in summary["per_frame"]})
     flips = (False, True) if cfg.allow_flip_tta else (False,)
     settings = [(s, t) for t in flips for s in scales]
-    truth = data.masks[:, 0].numpy()
+    raw = (1.0, False)  # plain argmax
+    if raw not in settings:
+        settings.insert(0, raw)
     # dice[setting][frame] = (nerve, vessel)
     dice: dict[tuple[float, bool], dict[int, tuple[float, float]]] = {st: {} for st in settings}
     for k in done:
@@ -704,11 +722,9 @@ def calibrate(cfg: TrainConfig, run_dir: str | Path, scales: Sequence[float] = B
             for tta in flips:
                 probs = torch.cat([probabilities(net, data.images[held[i:i + 16]], tta)
                                    for i in range(0, len(held), 16)])
-                for scale in scales:
-                    labels = decide(probs, scale).numpy()
+                for scale in sorted({s for s, t in settings if t == tta}):
                     for j, i in enumerate(held):
-                        d = dice_per_class(labels[j], truth[i])
-                        dice[(scale, tta)][i] = (d[1], d[2])
+                        dice[(scale, tta)][i] = frame_dice(probs[j], data.content[i], data.native_masks[i], scale)
 
     def score(st: tuple[float, bool], frames: Iterable[int]) -> float:
         vals = [v for i in frames for v in dice[st][i] if np.isfinite(v)]
@@ -721,8 +737,7 @@ def calibrate(cfg: TrainConfig, run_dir: str | Path, scales: Sequence[float] = B
     for r in summary["per_frame"]:
         i = data.ids.index(r["id"])
         st = chosen[int(r["fold"])]
-        r.setdefault("dice_nerve_raw", r["dice_nerve"])
-        r.setdefault("dice_vessel_raw", r["dice_vessel"])
+        r["dice_nerve_raw"], r["dice_vessel_raw"] = dice[raw][i]
         r["dice_nerve"], r["dice_vessel"] = dice[st][i]
     all_held = [i for f in done for i in folds[f]]
     best = max(settings, key=lambda st: (score(st, all_held), -st[0], not st[1]))
@@ -936,9 +951,10 @@ volunteer. Frames acquired one after another carry consecutive numbers, so block
 {cfg.group_size} consecutive frame numbers were kept within one fold (seeded shuffle of the
 blocks, seed {cfg.seed}) to limit leakage between neighbouring frames of one scan. Frames of
 one volunteer may still sit in training and test folds, so these figures are likely
-optimistic for a new patient. Dice is computed per held-out frame on the {cfg.image_size}
-grid (masks downsampled with nearest neighbour); frames where the structure is absent in
-both truth and prediction are left out; intervals are 95% percentile bootstrap over frames.
+optimistic for a new patient. Dice is computed per held-out frame on the frame's own pixels
+(the labels mapped back from the {cfg.image_size}x{cfg.image_size} model grid, as at inference,
+against the hand-drawn mask); frames where the structure is absent in both truth and
+prediction are left out; intervals are 95% percentile bootstrap over frames.
 
 | structure | mean Dice | 95% CI | frames |
 |---|---|---|---|

@@ -133,6 +133,31 @@ def test_dice_and_bootstrap(us):
     assert mean == pytest.approx(0.6) and lo < mean < hi
 
 
+def test_held_out_dice_is_measured_on_the_frames_own_pixels(us):
+    import torch
+
+    yy, xx = np.mgrid[:120, :90]
+    truth = np.zeros((120, 90), np.uint8)
+    truth[(yy - 50) ** 2 + (xx - 40) ** 2 < 20 ** 2] = 1
+    truth[90:110, 10:30] = 2
+
+    def model_grid_probs(mask, size):
+        boxed, box = us.letterbox(torch.from_numpy(mask)[None, None], size, mode="nearest")
+        return torch.nn.functional.one_hot(boxed[0, 0].long(), 3).permute(2, 0, 1).float(), box
+
+    # same pixels, content offset sideways in the square grid: exact
+    probs, box = model_grid_probs(truth, 120)
+    assert box.left == 15 and us.frame_dice(probs, box, truth) == (1.0, 1.0)
+    # a coarser model grid: mapped back onto the frame, so the figure shows the resampling loss
+    probs, box = model_grid_probs(truth, 40)
+    nerve, vessel = us.frame_dice(probs, box, truth)
+    assert 0.85 < nerve < 1.0 and 0.75 < vessel < 1.0
+    # decided as at inference: weighting the background (0.1 -> 1.0 against 0.8) removes both structures
+    soft = 0.7 * probs + 0.1
+    assert us.frame_dice(soft, box, truth) == (nerve, vessel)
+    assert us.frame_dice(soft, box, truth, background_scale=10.0) == (0.0, 0.0)
+
+
 def test_command_modules_do_not_import_torch():
     code = ("import segmentation.commands.segment, segmentation.commands.train, segmentation.bundle, planner; "
             "import sys; print('torch' in sys.modules, 'monai' in sys.modules)")
@@ -147,7 +172,7 @@ def test_shipped_bundle_metadata_and_weights(shipped):
     assert shipped.channel_vocabulary == {1: "brachial_plexus", 2: "blood_vessel"}
     fmt = meta["network_data_format"]
     assert fmt["outputs"]["pred"]["channel_def"] == {"0": "background", "1": "nerve", "2": "blood vessel"}
-    assert fmt["inputs"]["image"]["spatial_shape"] == [256, 256]
+    assert fmt["inputs"]["image"]["spatial_shape"] == [shipped.image_size] * 2
     assert "CC BY 4.0" in meta["data_source"] and "usgra-seg" in meta["data_source"]
     assert shipped.weights_path.stat().st_size < 10 * 1024 * 1024
     post = shipped.ours["postprocessing"]
