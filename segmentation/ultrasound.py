@@ -364,11 +364,10 @@ def frame_dice(probs: torch.Tensor, box: Letterbox, truth: np.ndarray,
     """Nerve and vessel Dice of one frame on its own pixels.
 
     ``probs`` ``[3, S, S]`` are model-grid probabilities; they go back onto the frame and are
-    decided as :class:`UltrasoundSegmenter` does, so the figure is that of the labels a user gets
-    (not of the letterboxed grid, whose masks are downsampled).
+    decided as :class:`UltrasoundSegmenter` does (:func:`frame_labels`), so the figure is that of
+    the labels a user gets (not of the letterboxed grid, whose masks are downsampled).
     """
-    labels = decide(unletterbox(probs[None].float(), box), background_scale)[0].numpy()
-    d = dice_per_class(labels, truth)
+    d = dice_per_class(frame_labels(probs[None].float(), box, background_scale)[0].numpy(), truth)
     return d[1], d[2]
 
 
@@ -640,6 +639,11 @@ def decide(probs: torch.Tensor, background_scale: float = 1.0) -> torch.Tensor:
     return probs.argmax(1)
 
 
+def frame_labels(probs: torch.Tensor, box: Letterbox, background_scale: float = 1.0) -> torch.Tensor:
+    """Channel labels ``[N, H, W]`` on the frames' own pixels from model-grid ``[N, 3, S, S]`` probabilities."""
+    return decide(unletterbox(probs, box), background_scale)
+
+
 class UltrasoundSegmenter:
     """Run a trained network on frames of any size; returns channel label maps on the frame grid.
 
@@ -683,8 +687,8 @@ class UltrasoundSegmenter:
         p = smooth_temporal(torch.cat(probs), smooth_window)
         out = np.empty((n, h, w), dtype=np.uint8)
         for start in range(0, n, self.batch_size):
-            out[start:start + self.batch_size] = decide(unletterbox(p[start:start + self.batch_size], box),
-                                                        self.background_scale).numpy()
+            out[start:start + self.batch_size] = frame_labels(p[start:start + self.batch_size], box,
+                                                              self.background_scale).numpy()
         return out
 
 
@@ -709,10 +713,9 @@ def calibrate(cfg: TrainConfig, run_dir: str | Path, scales: Sequence[float] = B
     folds = summary["folds"]
     done = sorted({int(r["fold"]) for r in summary["per_frame"]})
     flips = (False, True) if cfg.allow_flip_tta else (False,)
+    scales = sorted({1.0, *scales})  # 1.0 without flips is the plain argmax, reported as *_raw
     settings = [(s, t) for t in flips for s in scales]
-    raw = (1.0, False)  # plain argmax
-    if raw not in settings:
-        settings.insert(0, raw)
+    raw = (1.0, False)
     # dice[setting][frame] = (nerve, vessel)
     dice: dict[tuple[float, bool], dict[int, tuple[float, float]]] = {st: {} for st in settings}
     for k in done:
@@ -722,7 +725,7 @@ def calibrate(cfg: TrainConfig, run_dir: str | Path, scales: Sequence[float] = B
             for tta in flips:
                 probs = torch.cat([probabilities(net, data.images[held[i:i + 16]], tta)
                                    for i in range(0, len(held), 16)])
-                for scale in sorted({s for s, t in settings if t == tta}):
+                for scale in scales:
                     for j, i in enumerate(held):
                         dice[(scale, tta)][i] = frame_dice(probs[j], data.content[i], data.native_masks[i], scale)
 
