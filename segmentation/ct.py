@@ -392,6 +392,8 @@ class CTTrainConfig:
     infer_roi: tuple[int, int, int] = INFER_ROI
     init_from: str | None = None
     init_sha256: str | None = None
+    class_weights: dict[str, float] = field(default_factory=dict)
+    batch_dice: bool = False
     bundle: dict[str, Any] = field(default_factory=dict)
     data_dir: str = ""
 
@@ -408,6 +410,13 @@ class CTTrainConfig:
         if sha is not None and not (isinstance(sha, str) and re.fullmatch(r"[0-9a-f]{64}", sha)):
             raise ModelError(f"CT training setting init_sha256 = {sha!r}: give the 64 lower-case hex digits of "
                              f"the start weights' sha256, in quotes")
+        unknown = sorted(set(cfg.class_weights) - set(CLASSES[1:]))
+        if unknown:
+            raise ModelError(f"CT training setting class_weights names {unknown}: use the network's class names "
+                             f"({', '.join(CLASSES[1:])})")
+        if any(not isinstance(w, (int, float)) or w <= 0 for w in cfg.class_weights.values()):
+            raise ModelError(f"CT training setting class_weights = {cfg.class_weights}: each weight must be a "
+                             f"positive number (1 = as every other class)")
         for key in ("patch", "infer_roi"):
             size = getattr(cfg, key)
             if len(size) != 3 or any(v < 16 or v % 16 for v in size):
@@ -429,6 +438,17 @@ def _set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def loss_class_weights(by_name: Mapping[str, float]) -> torch.Tensor | None:
+    """Per-channel weights of the Dice and cross-entropy terms (1 unless named); None when none is named.
+
+    Raising a thin structure's weight trades its precision for recall: the network otherwise calls
+    1-2 voxel wide vessels background tissue, the cheaper mistake under an unweighted loss.
+    """
+    if not by_name:
+        return None
+    return torch.tensor([float(by_name.get(name, 1.0)) for name in CLASSES])
+
+
 class _Trainer:
     """One network, its optimiser and an augmentation stream over cached phantoms."""
 
@@ -440,7 +460,8 @@ class _Trainer:
         self.name, self.cfg, self.examples = name, cfg, examples
         self.net = make_network(name) if net is None else net
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False)
+        self.loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False,
+                                  weight=loss_class_weights(cfg.class_weights), batch=cfg.batch_dice)
         self.transform = train_transforms(cfg.seed, patch=cfg.patch, samples=cfg.samples_per_phantom)
         self.rng = np.random.default_rng(cfg.seed)
         self.step = 0
@@ -623,7 +644,8 @@ def _start_network(cfg: CTTrainConfig) -> tuple[torch.nn.Module, dict[str, Any]]
     return net, {"network": name, "bundle": source.name, "version": source.metadata.get("version"),
                  "model_sha256": source.ours.get("model_sha256"), "steps": previous.get("steps"),
                  "train_seconds": previous.get("train_seconds"), "spacing_mm": source.ours.get("model_spacing_mm"),
-                 "config": previous.get("config", {}), "comparison": previous.get("comparison", {})}
+                 "config": previous.get("config", {}), "comparison": previous.get("comparison", {}),
+                 "initialised_from": previous.get("initialised_from")}
 
 
 def _config_dict(cfg: CTTrainConfig) -> dict[str, Any]:
@@ -1122,28 +1144,48 @@ def _precision_text(precision: str) -> str:
             "bf16": "in bfloat16", "fp32": "in float32"}[precision]
 
 
+def training_stages(summary: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The training runs behind a model, oldest first: each later run continued the one before
+    (``initialised_from``); the first one compared the candidate networks."""
+    stages: list[Mapping[str, Any]] = []
+    stage: Mapping[str, Any] | None = summary
+    while stage:
+        stages.append(stage)
+        stage = stage.get("initialised_from")
+    return stages[::-1]
+
+
+def _stage_text(stage: Mapping[str, Any]) -> str:
+    """One training run in words: steps, grid, patches, learning rate, loss settings, minutes."""
+    c = stage.get("config", {})
+    patch = f" {c['patch'][0]}^3" if c.get("patch") else ""  # not recorded by the oldest runs
+    weights = c.get("class_weights") or {}
+    loss = ", loss weights " + ", ".join(f"{n} {w:g}" for n, w in weights.items()) if weights else ""
+    loss += ", Dice over the batch" if c.get("batch_dice") else ""
+    return (f"{stage.get('steps')} steps on a {float(c.get('spacing_mm', 0)):g} mm grid (batch of "
+            f"{c.get('samples_per_phantom')}{patch} patches, lr {float(c.get('lr', 0)):g}{loss}), "
+            f"{(stage.get('train_seconds') or 0) / 60:.0f} min")
+
+
 def _training_text(summary: Mapping[str, Any], cfg: CTTrainConfig) -> str:
-    """What the shipped weights were trained for: from scratch, or fine-tuned from an earlier bundle."""
-    batch = f"batch of {cfg.samples_per_phantom} {cfg.patch[0]}^3 patches"
-    minutes = summary.get("train_seconds", 0) / 60
-    source = summary.get("initialised_from")
-    if not source:
-        return (f"Chosen: **{summary.get('network')}**, {summary.get('steps')} optimiser steps in total ({batch}), "
-                f"{minutes:.0f} min of training.")
-    grid = source.get("spacing_mm") or ["?"]
-    return (f"Chosen: **{summary.get('network')}** (table above, from the training of {source.get('bundle')} "
-            f"{source.get('version')}: {source.get('steps')} steps on a {grid[0]:g} mm grid, "
-            f"{(source.get('train_seconds') or 0) / 60:.0f} min). These weights continue that network "
-            f"(sha256 {str(source.get('model_sha256'))[:12]}...) for {summary.get('steps')} more steps on "
-            f"{cfg.spacing_mm:g} mm phantoms ({batch}, lr {cfg.lr:g}, warm-up and cosine decay), "
-            f"{minutes:.0f} min of training.")
+    """What the shipped weights were trained for: from scratch, or fine-tuned from earlier bundles."""
+    stages = training_stages(summary)
+    if len(stages) == 1:
+        return f"Chosen: **{summary.get('network')}**, trained {_stage_text(summary)}."
+    lines = []
+    for k, stage in enumerate(stages, 1):  # earlier runs are recorded with the bundle they made
+        made = (f"-> {stage.get('bundle')} {stage.get('version')} (sha256 {str(stage.get('model_sha256'))[:12]}...)"
+                if stage.get("bundle") else "-> these weights")
+        lines.append(f"{k}. {_stage_text(stage)} {made}")
+    return (f"Chosen: **{summary.get('network')}** (table above). Trained in {len(stages)} runs, each continuing "
+            f"the weights of the one before (linear warm-up and cosine decay in each):\n\n" + "\n".join(lines))
 
 
 def model_card(summary: Mapping[str, Any], held_out: Mapping[str, Any], real: Mapping[str, Any] | None,
                cfg: CTTrainConfig, notes: str = "") -> str:
     """The bundle's ``docs/README.md``."""
     comp = summary.get("comparison", {})
-    first = summary.get("initialised_from", {}).get("config") or summary.get("config", {})  # run that compared
+    first = training_stages(summary)[0].get("config", {})  # the run that compared the networks
     comp_rows = "\n".join(f"| {n} | {c['parameters']:,} | {c['steps']} | {c['seconds_per_step']:.2f} | "
                           f"{c['val_mean_dice']:.3f} |" for n, c in comp.items())
     held_rows = "\n".join(f"| {n} | {_fmt(v['mean'])} | {_fmt(v['min'])} | {v['n']} |" for n, v in held_out.items())

@@ -362,6 +362,12 @@ def test_fine_tuning_continues_the_bundle_network_and_records_its_weights(tmp_pa
     assert source["model_sha256"] == shipped.ours["model_sha256"]
     assert source["version"] == shipped.metadata["version"] and summary["steps"] == 1
     assert summary["comparison"], "the network comparison of the source run is carried over"
+    shipped_training = json.loads((shipped.root / "docs" / "evaluation.json").read_text())["training"]
+    stages = ct.training_stages(summary)
+    assert len(stages) == len(ct.training_stages(shipped_training)) + 1, "the whole chain of runs is kept"
+    assert stages[0]["config"]["compare_steps"] and stages[-1] is summary
+    card = ct.model_card(summary, {}, None, ct.CTTrainConfig.from_mapping(summary["config"]))
+    assert f"-> {shipped.name} {shipped.metadata['version']} (sha256 {shipped.ours['model_sha256'][:12]}" in card
     start = shipped.load_network().state_dict()
     tuned = torch.load(out / "model.pt", weights_only=True)
     changed = [k for k in start if not torch.equal(start[k].float(), tuned[k].float())]
@@ -392,6 +398,24 @@ def test_training_patch_and_start_weights_are_checked_in_the_config(ct):
         ct.CTTrainConfig.from_mapping({"task": "ct_phantom", "patch": [40, 48, 48]})
     with pytest.raises(ModelError, match=r"init_sha256 = 0: give the 64 lower-case hex digits"):
         ct.CTTrainConfig.from_mapping({"task": "ct_phantom", "init_sha256": 0})
+    with pytest.raises(ModelError, match=r"class_weights names \['celiac'\]: use the network's class names"):
+        ct.CTTrainConfig.from_mapping({"task": "ct_phantom", "class_weights": {"celiac": 4.0}})
+    with pytest.raises(ModelError, match=r"class_weights = \{'spleen': 0\}: each weight must be a positive"):
+        ct.CTTrainConfig.from_mapping({"task": "ct_phantom", "class_weights": {"spleen": 0}})
+
+
+def test_class_weights_and_batch_dice_reach_the_training_loss(ct):
+    """A named class weighs more in both loss terms, the others stay at 1; Dice can pool the batch."""
+    cfg = ct.CTTrainConfig.from_mapping({"task": "ct_phantom", "class_weights": {"celiac_trunk": 4.0},
+                                         "batch_dice": True})
+    loss = ct._Trainer("unet", cfg, examples=[]).loss_fn
+    celiac = ct.CLASSES.index("celiac_trunk")
+    expected = [4.0 if c == celiac else 1.0 for c in range(len(ct.CLASSES))]
+    assert loss.cross_entropy.weight.tolist() == expected
+    assert loss.dice.class_weight.tolist() == expected[1:], "background is not in the Dice term"
+    assert loss.dice.batch
+    plain = ct._Trainer("unet", ct.CTTrainConfig.from_mapping({"task": "ct_phantom"}), examples=[]).loss_fn
+    assert plain.cross_entropy.weight is None and not plain.dice.batch
 
 
 def test_post_processing_keeps_one_component_and_fills_holes_inside_each_structure(ct):
