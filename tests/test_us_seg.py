@@ -216,6 +216,24 @@ def test_bundle_naming_a_non_monai_network_is_refused(shipped, tmp_path):
         read_bundle(copy).load_network()
 
 
+def test_every_named_network_is_rebuilt_from_its_bundle_description(us):
+    """inference.json's network_def (MONAI ConfigParser) builds the same network training made."""
+    import torch
+    from monai.bundle import ConfigParser
+
+    for name in us.NETWORKS:
+        trained = us.make_network(name)
+        parsed = ConfigParser({"net": {"_target_": us.network_target(name), **us.network_args(name)}})
+        rebuilt = parsed.get_parsed_content("net")
+        assert type(rebuilt) is type(trained)
+        assert {k: v.shape for k, v in rebuilt.state_dict().items()} == \
+            {k: v.shape for k, v in trained.state_dict().items()}, name
+        assert trained(torch.zeros(1, 1, 64, 64)).shape == (1, 3, 64, 64), name
+    assert us.network_args("unet6")["strides"] == [2] * 5, "one level deeper than unet"
+    with pytest.raises(ModelError, match=r"unknown network 'unet7'; use unet, unet6"):
+        us.make_network("unet7")
+
+
 # ---------------------------------------------------------------------------- training path
 @pytest.mark.slow
 def test_train_command_runs_a_few_steps_and_writes_a_loadable_bundle(us, tmp_path):
