@@ -410,11 +410,14 @@ class CTTrainConfig:
         if sha is not None and not (isinstance(sha, str) and re.fullmatch(r"[0-9a-f]{64}", sha)):
             raise ModelError(f"CT training setting init_sha256 = {sha!r}: give the 64 lower-case hex digits of "
                              f"the start weights' sha256, in quotes")
+        if not isinstance(cfg.class_weights, Mapping):
+            raise ModelError(f"CT training setting class_weights = {cfg.class_weights!r}: give class name: weight "
+                             f"pairs, e.g. {{celiac_trunk: 4.0}}")
         unknown = sorted(set(cfg.class_weights) - set(CLASSES[1:]))
         if unknown:
             raise ModelError(f"CT training setting class_weights names {unknown}: use the network's class names "
                              f"({', '.join(CLASSES[1:])})")
-        if any(not isinstance(w, (int, float)) or w <= 0 for w in cfg.class_weights.values()):
+        if any(isinstance(w, bool) or not isinstance(w, (int, float)) or w <= 0 for w in cfg.class_weights.values()):
             raise ModelError(f"CT training setting class_weights = {cfg.class_weights}: each weight must be a "
                              f"positive number (1 = as every other class)")
         for key in ("patch", "infer_roi"):
@@ -1167,7 +1170,7 @@ def _stage_text(stage: Mapping[str, Any]) -> str:
             f"{(stage.get('train_seconds') or 0) / 60:.0f} min")
 
 
-def _training_text(summary: Mapping[str, Any], cfg: CTTrainConfig) -> str:
+def _training_text(summary: Mapping[str, Any]) -> str:
     """What the shipped weights were trained for: from scratch, or fine-tuned from earlier bundles."""
     stages = training_stages(summary)
     if len(stages) == 1:
@@ -1240,7 +1243,7 @@ DynUNet (filters 16-128) was timed at about twice the UNet's seconds per step an
 |---|---|---|---|---|
 {comp_rows}
 
-{_training_text(summary, cfg)}
+{_training_text(summary)}
 
 ## Dice on held-out phantoms
 Seeds {list(cfg.test_seeds)} (never seen in training), segmented end to end from a 3 mm grid

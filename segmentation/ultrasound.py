@@ -334,6 +334,14 @@ def _known_network(name: str) -> tuple[str, dict[str, Any]]:
     return NETWORKS[name]
 
 
+def grid_halvings(name: str) -> int:
+    """How many times the network halves the frame (image sizes must be multiples of 2 to that power)."""
+    args = _known_network(name)[1]
+    if "strides" in args:
+        return len(args["strides"])
+    return {"basicunet": 4, "segresnet": 3}[name]  # MONAI's fixed depth / default blocks_down (1, 2, 2, 4)
+
+
 def make_network(name: str = "unet", **kwargs: Any) -> torch.nn.Module:
     """A small 2D MONAI network of :data:`NETWORKS` ("unet", the default: channels 16..256)."""
     import importlib
@@ -427,6 +435,10 @@ class TrainConfig:
                 values[key] = tuple(values[key])
         cfg = cls(**values)
         check_precision(cfg.precision, "ultrasound training settings")
+        halvings = grid_halvings(cfg.network)  # an unknown name fails here, not after loading the frames
+        if cfg.image_size % 2**halvings:
+            raise ModelError(f"ultrasound training setting image_size = {cfg.image_size}: network {cfg.network} "
+                             f"halves the grid {halvings} times, so give a multiple of {2**halvings}")
         return cfg
 
 

@@ -402,6 +402,8 @@ def test_training_patch_and_start_weights_are_checked_in_the_config(ct):
         ct.CTTrainConfig.from_mapping({"task": "ct_phantom", "class_weights": {"celiac": 4.0}})
     with pytest.raises(ModelError, match=r"class_weights = \{'spleen': 0\}: each weight must be a positive"):
         ct.CTTrainConfig.from_mapping({"task": "ct_phantom", "class_weights": {"spleen": 0}})
+    with pytest.raises(ModelError, match=r"class_weights = \['spleen'\]: give class name: weight pairs"):
+        ct.CTTrainConfig.from_mapping({"task": "ct_phantom", "class_weights": ["spleen"]})
 
 
 def test_class_weights_and_batch_dice_reach_the_training_loss(ct):

@@ -228,10 +228,16 @@ def test_every_named_network_is_rebuilt_from_its_bundle_description(us):
         assert type(rebuilt) is type(trained)
         assert {k: v.shape for k, v in rebuilt.state_dict().items()} == \
             {k: v.shape for k, v in trained.state_dict().items()}, name
-        assert trained(torch.zeros(1, 1, 64, 64)).shape == (1, 3, 64, 64), name
+        side = 2 ** us.grid_halvings(name) * 3
+        assert trained(torch.zeros(1, 1, side, side)).shape == (1, 3, side, side), name
     assert us.network_args("unet6")["strides"] == [2] * 5, "one level deeper than unet"
     with pytest.raises(ModelError, match=r"unknown network 'unet7'; use unet, unet6"):
         us.make_network("unet7")
+    with pytest.raises(ModelError, match=r"unknown network 'unet7'"):
+        us.TrainConfig.from_mapping({"network": "unet7"})
+    with pytest.raises(ModelError, match=r"image_size = 240: network unet6 halves the grid 5 times.*multiple of 32"):
+        us.TrainConfig.from_mapping({"network": "unet6", "image_size": 240})
+    assert us.TrainConfig.from_mapping({"network": "unet", "image_size": 240}).image_size == 240
 
 
 # ---------------------------------------------------------------------------- training path
