@@ -344,11 +344,9 @@ def grid_halvings(name: str) -> int:
 
 def make_network(name: str = "unet", **kwargs: Any) -> torch.nn.Module:
     """A small 2D MONAI network of :data:`NETWORKS` ("unet", the default: channels 16..256)."""
-    import importlib
+    from pydoc import locate  # as the CT networks and bundle loading build theirs
 
-    target, _ = _known_network(name)
-    module, cls = target.rsplit(".", 1)
-    return getattr(importlib.import_module(module), cls)(**network_args(name, **kwargs))
+    return locate(network_target(name))(**network_args(name, **kwargs))
 
 
 def network_target(name: str) -> str:
