@@ -163,17 +163,23 @@ def network_def(name: str, out_channels: int = len(CLASSES)) -> tuple[str, dict[
 
 
 # ---------------------------------------------------------------------------- phantoms
-def phantom_params(seed: int) -> Any:
-    """Phantom parameters drawn from ``seed``: BMI 17-40, a tumour in about a third of cases."""
+def phantom_params(seed: int, spleen_scales: tuple[float, float] | None = None) -> Any:
+    """Phantom parameters drawn from ``seed``: BMI 17-40, a tumour in about a third of cases.
+
+    ``spleen_scales`` (low, high) also draws the spleen's size from its own random stream, so
+    the rest of the phantom is the same as without it; ``None`` keeps the mean size.
+    """
     from segmentation.phantom_ct import PhantomParams
 
     rng = np.random.default_rng(seed + 7919)
     tumour = float(rng.uniform(0.2, 0.9)) if rng.random() < 0.3 else 0.0
+    spleen = 1.0 if spleen_scales is None else float(np.random.default_rng([int(seed), 31]).uniform(*spleen_scales))
     return PhantomParams(seed=int(seed), bmi=float(rng.uniform(17.0, 40.0)), tumour_encasement=tumour,
-                         noise_hu=float(rng.uniform(5.0, 25.0)))
+                         noise_hu=float(rng.uniform(5.0, 25.0)), spleen_scale=spleen)
 
 
-def phantom_example(seed: int, spacing_mm: float = MODEL_SPACING_MM) -> tuple[np.ndarray, np.ndarray]:
+def phantom_example(seed: int, spacing_mm: float = MODEL_SPACING_MM,
+                    spleen_scales: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """One phantom as ``(HU image, channel labels)`` arrays in ``[x, y, z]`` (LPS) order.
 
     Target regions come from :func:`planner.targets.add_targets` on the exact labels, so the
@@ -182,7 +188,7 @@ def phantom_example(seed: int, spacing_mm: float = MODEL_SPACING_MM) -> tuple[np
     from planner.targets import add_targets
     from segmentation.phantom_ct import make_ct_phantom
 
-    ph = make_ct_phantom(phantom_params(seed), spacing_mm=(spacing_mm,) * 3)
+    ph = make_ct_phantom(phantom_params(seed, spleen_scales), spacing_mm=(spacing_mm,) * 3)
     try:
         labels = add_targets(ph.labels).array
     except PlannerError:
@@ -192,17 +198,19 @@ def phantom_example(seed: int, spacing_mm: float = MODEL_SPACING_MM) -> tuple[np
     return np.ascontiguousarray(image), np.ascontiguousarray(lut[labels].transpose(2, 1, 0))
 
 
-def cached_examples(seeds: Iterable[int], cache_dir: str | Path | None,
-                    spacing_mm: float = MODEL_SPACING_MM) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Phantom examples for ``seeds``, read from / written to ``cache_dir`` (npz) when given."""
+def cached_examples(seeds: Iterable[int], cache_dir: str | Path | None, spacing_mm: float = MODEL_SPACING_MM,
+                    spleen_scales: tuple[float, float] | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Phantom examples for ``seeds`` (see :func:`phantom_example`), read from / written to
+    ``cache_dir`` (npz, named by seed, grid and spleen sizes) when given."""
     out = []
+    variant = "" if spleen_scales is None else f"_spleen{spleen_scales[0]:g}-{spleen_scales[1]:g}"
     for seed in seeds:
-        path = None if cache_dir is None else Path(cache_dir) / f"ct_phantom_{seed}_{spacing_mm:g}mm.npz"
+        path = None if cache_dir is None else Path(cache_dir) / f"ct_phantom_{seed}_{spacing_mm:g}mm{variant}.npz"
         if path is not None and path.is_file():
             with np.load(path) as z:
                 out.append((z["image"], z["label"]))
             continue
-        ex = phantom_example(seed, spacing_mm)
+        ex = phantom_example(seed, spacing_mm, spleen_scales)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp.npz")
@@ -394,6 +402,7 @@ class CTTrainConfig:
     init_sha256: str | None = None
     class_weights: dict[str, float] = field(default_factory=dict)
     batch_dice: bool = False
+    spleen_scales: tuple[float, float] | None = None
     bundle: dict[str, Any] = field(default_factory=dict)
     data_dir: str = ""
 
@@ -402,7 +411,7 @@ class CTTrainConfig:
         reject_unknown_keys(cls, raw, "CT training setting(s)", ModelError)
         kw = dict(raw)
         for key in ("networks", "train_seeds", "val_seeds", "test_seeds", "patch", "infer_roi"):
-            if key in kw:
+            if key in kw and kw[key] is not None:
                 kw[key] = tuple(int(v) if key != "networks" else str(v) for v in kw[key])
         cfg = cls(**kw)
         check_precision(cfg.precision, "CT training settings")
@@ -420,6 +429,14 @@ class CTTrainConfig:
         if any(isinstance(w, bool) or not isinstance(w, (int, float)) or w <= 0 for w in cfg.class_weights.values()):
             raise ModelError(f"CT training setting class_weights = {cfg.class_weights}: each weight must be a "
                              f"positive number (1 = as every other class)")
+        scales = cfg.spleen_scales
+        if scales is not None and not (isinstance(scales, (list, tuple)) and len(scales) == 2
+                                       and all(isinstance(v, (int, float)) and 0.5 <= v <= 2.0 for v in scales)
+                                       and scales[0] <= scales[1]):
+            raise ModelError(f"CT training setting spleen_scales = {scales!r}: give [low, high] spleen sizes "
+                             f"within 0.5..2 (1 = the adult mean), low first, or leave it out")
+        if scales is not None:
+            cfg = dataclasses.replace(cfg, spleen_scales=(float(scales[0]), float(scales[1])))
         for key in ("patch", "infer_roi"):
             size = getattr(cfg, key)
             if len(size) != 3 or any(v < 16 or v % 16 for v in size):
@@ -566,7 +583,7 @@ def run_training(cfg: CTTrainConfig, out_dir: str | Path, max_steps: int | None 
 
     start = _start_network(cfg) if cfg.init_from else None  # checked before anything is generated
     lo, hi = cfg.train_seeds
-    train = cached_examples(range(lo, hi), cfg.cache_dir, cfg.spacing_mm)
+    train = cached_examples(range(lo, hi), cfg.cache_dir, cfg.spacing_mm, cfg.spleen_scales)
     val = cached_examples(cfg.val_seeds, cfg.cache_dir, cfg.spacing_mm)
     log(f"{len(train)} training phantoms, {len(val)} validation phantoms ready in {time.time() - t0:.0f} s")
     spec = cfg.spec()

@@ -127,6 +127,8 @@ class PhantomParams:
         celiac_level: vertebral level the celiac origin faces, "T12" or "L1";
             ``None`` draws it from the seed (T12 body, T12-L1 disc or L1 body).
         noise_hu: image noise sigma in HU; ``None`` draws 10-15 HU from the seed.
+        spleen_scale: spleen size against the adult mean (1 = about 110 x 100 x 45 mm); the
+            length and height scale with it, the thickness with its square root.
     """
 
     seed: int
@@ -134,6 +136,7 @@ class PhantomParams:
     tumour_encasement: float = 0.0
     celiac_level: str | None = None
     noise_hu: float | None = None
+    spleen_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if not 14.0 <= float(self.bmi) <= 50.0:
@@ -146,6 +149,8 @@ class PhantomParams:
                 f"phantom celiac_level={self.celiac_level!r} must be 'T12', 'L1' or None")
         if self.noise_hu is not None and not 0.0 <= float(self.noise_hu) <= 100.0:
             raise PlannerError(f"phantom noise_hu={self.noise_hu} must be 0..100 HU")
+        if not 0.5 <= float(self.spleen_scale) <= 2.0:
+            raise PlannerError(f"phantom spleen_scale={self.spleen_scale} must be 0.5..2 (1 = adult mean size)")
 
 
 @dataclass(frozen=True)
@@ -667,7 +672,7 @@ def make_ct_phantom(params: PhantomParams | int,
     _paint_bowel(g, rng, spine, torso, abdomen, kid, z_s, x_a, y_a, r_a)
     stomach_gas = _paint_stomach(g, rng, spine, abdomen, x_a, y_a, r_a, z_c)
     _paint_liver(g, rng, spine, abdomen, cav & below_dia, z_top)
-    spleen_hilum = _paint_spleen(g, rng, spine, cav & below_dia & ~periaortic)
+    spleen_hilum = _paint_spleen(g, rng, spine, cav & below_dia & ~periaortic, float(params.spleen_scale))
 
     # pancreas: head in the duodenal loop, body over the aorta near L1, tail to the spleen
     z_conf = z_s - rng.uniform(6.0, 12.0)
@@ -1003,12 +1008,13 @@ def _clear_retrorenal_liver(g: _Grid) -> None:
         sl[behind & (sl == liver)] = label_of("body")
 
 
-def _paint_spleen(g: _Grid, rng, spine: _Spine, allowed) -> np.ndarray:
-    """Left posterolateral crescent; returns the hilum point."""
+def _paint_spleen(g: _Grid, rng, spine: _Spine, allowed, scale: float = 1.0) -> np.ndarray:
+    """Left posterolateral crescent, ``scale`` times the mean length and height; returns the hilum point."""
     zc = spine.mid("T11") - rng.uniform(5, 25)
     c = np.array([rng.uniform(88, 100), spine.yc(zc) + rng.uniform(-5, 10), zc])
     rot = _rot("z", -rng.uniform(30, 45)) @ _rot("x", rng.uniform(-20, -5))
-    axes = np.array([rng.uniform(20, 26), rng.uniform(48, 60), rng.uniform(45, 58)])
+    axes = np.array([rng.uniform(20, 26), rng.uniform(48, 60), rng.uniform(45, 58)]) \
+        * np.array([np.sqrt(scale), scale, scale])
     box, m = g.ellipsoid(c, axes, rot)
     inner = c - rot[:, 0] * axes[0] * 1.6
     X, Y, Z = g.coords(box)

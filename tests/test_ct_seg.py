@@ -404,6 +404,22 @@ def test_training_patch_and_start_weights_are_checked_in_the_config(ct):
         ct.CTTrainConfig.from_mapping({"task": "ct_phantom", "class_weights": {"spleen": 0}})
     with pytest.raises(ModelError, match=r"class_weights = \['spleen'\]: give class name: weight pairs"):
         ct.CTTrainConfig.from_mapping({"task": "ct_phantom", "class_weights": ["spleen"]})
+    for bad in ([1.6, 0.8], [0.2, 1.0], [1.2], "big"):
+        with pytest.raises(ModelError, match=r"spleen_scales = .*give \[low, high\] spleen sizes within 0.5..2"):
+            ct.CTTrainConfig.from_mapping({"task": "ct_phantom", "spleen_scales": bad})
+    assert ct.CTTrainConfig.from_mapping({"task": "ct_phantom", "spleen_scales": [0.8, 1.6]}).spleen_scales == (0.8, 1.6)
+
+
+def test_spleen_sizes_vary_per_seed_in_their_own_cache_files(ct, tmp_path):
+    """Drawn spleen sizes stay in range, differ between seeds, and never reuse the mean-size cache."""
+    scales = [ct.phantom_params(seed, (0.8, 1.6)).spleen_scale for seed in range(1000, 1020)]
+    assert all(0.8 <= s <= 1.6 for s in scales) and max(scales) - min(scales) > 0.4
+    assert ct.phantom_params(1000).spleen_scale == 1.0
+    same = ct.phantom_params(1000, (0.8, 1.6))
+    assert (same.bmi, same.noise_hu) == (ct.phantom_params(1000).bmi, ct.phantom_params(1000).noise_hu)
+    ct.cached_examples([1000], tmp_path, spacing_mm=8.0, spleen_scales=(0.8, 1.6))
+    ct.cached_examples([1000], tmp_path, spacing_mm=8.0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ct_phantom_1000_8mm.npz", "ct_phantom_1000_8mm_spleen0.8-1.6.npz"]
 
 
 def test_class_weights_and_batch_dice_reach_the_training_loss(ct):

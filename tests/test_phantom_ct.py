@@ -314,8 +314,24 @@ def test_params_are_validated():
         PhantomParams(seed=0, tumour_encasement=1.5)
     with pytest.raises(PlannerError, match="celiac_level"):
         PhantomParams(seed=0, celiac_level="L3")
+    with pytest.raises(PlannerError, match="spleen_scale=3"):
+        PhantomParams(seed=0, spleen_scale=3)
     with pytest.raises(PlannerError, match="spacing"):
         make_ct_phantom(0, spacing_mm=(0, 3, 3))
+
+
+def test_spleen_scale_grows_the_spleen_and_leaves_the_distant_anatomy():
+    """A larger spleen takes room from its neighbours only; the right side is the same phantom."""
+    sizes, right = [], []
+    for scale in (0.8, 1.0, 1.6):
+        ph = make_ct_phantom(PhantomParams(seed=3, spleen_scale=scale), spacing_mm=(4, 4, 4))
+        lab = ph.labels.array
+        sizes.append(int((lab == label_of("spleen")).sum()))
+        right.append(lab == label_of("kidney_right"))
+    assert sizes[0] < 0.85 * sizes[1] and sizes[2] > 1.8 * sizes[1], sizes
+    assert np.array_equal(right[0], right[1]) and np.array_equal(right[1], right[2])
+    default = make_ct_phantom(3, spacing_mm=(4, 4, 4)).labels.array
+    assert int((default == label_of("spleen")).sum()) == sizes[1], "scale 1 is the phantom without the setting"
 
 
 def test_high_bmi_widens_the_field_of_view():
