@@ -411,7 +411,7 @@ class CTTrainConfig:
         reject_unknown_keys(cls, raw, "CT training setting(s)", ModelError)
         kw = dict(raw)
         for key in ("networks", "train_seeds", "val_seeds", "test_seeds", "patch", "infer_roi"):
-            if key in kw and kw[key] is not None:
+            if key in kw:
                 kw[key] = tuple(int(v) if key != "networks" else str(v) for v in kw[key])
         cfg = cls(**kw)
         check_precision(cfg.precision, "CT training settings")
@@ -1182,8 +1182,10 @@ def _stage_text(stage: Mapping[str, Any]) -> str:
     weights = c.get("class_weights") or {}
     loss = ", loss weights " + ", ".join(f"{n} {w:g}" for n, w in weights.items()) if weights else ""
     loss += ", Dice over the batch" if c.get("batch_dice") else ""
+    spleens = c.get("spleen_scales")
+    phantoms = f", spleens {spleens[0]:g}-{spleens[1]:g}x the mean size" if spleens else ""
     return (f"{stage.get('steps')} steps on a {float(c.get('spacing_mm', 0)):g} mm grid (batch of "
-            f"{c.get('samples_per_phantom')}{patch} patches, lr {float(c.get('lr', 0)):g}{loss}), "
+            f"{c.get('samples_per_phantom')}{patch} patches, lr {float(c.get('lr', 0)):g}{loss}{phantoms}), "
             f"{(stage.get('train_seconds') or 0) / 60:.0f} min")
 
 

@@ -356,8 +356,10 @@ def test_fine_tuning_continues_the_bundle_network_and_records_its_weights(tmp_pa
     import torch
 
     out = tmp_path / "run"
-    assert main(["train", str(_fine_tune_config(tmp_path)), "--out", str(out)]) == 0
+    assert main(["train", str(_fine_tune_config(tmp_path, "spleen_scales: [0.8, 1.6]\n")), "--out", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [
+        "ct_phantom_5000_6mm_spleen0.8-1.6.npz", "ct_phantom_5003_6mm.npz"], "training phantoms only vary the spleen"
     source = summary["initialised_from"]
     assert source["model_sha256"] == shipped.ours["model_sha256"]
     assert source["version"] == shipped.metadata["version"] and summary["steps"] == 1
@@ -368,6 +370,7 @@ def test_fine_tuning_continues_the_bundle_network_and_records_its_weights(tmp_pa
     assert stages[0]["config"]["compare_steps"] and stages[-1] is summary
     card = ct.model_card(summary, {}, None, ct.CTTrainConfig.from_mapping(summary["config"]))
     assert f"-> {shipped.name} {shipped.metadata['version']} (sha256 {shipped.ours['model_sha256'][:12]}" in card
+    assert "spleens 0.8-1.6x the mean size), " in card
     start = shipped.load_network().state_dict()
     tuned = torch.load(out / "model.pt", weights_only=True)
     changed = [k for k in start if not torch.equal(start[k].float(), tuned[k].float())]
