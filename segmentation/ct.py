@@ -430,9 +430,7 @@ class CTTrainConfig:
             raise ModelError(f"CT training setting class_weights = {cfg.class_weights}: each weight must be a "
                              f"positive number (1 = as every other class)")
         scales = cfg.spleen_scales
-        if scales is not None and not (isinstance(scales, (list, tuple)) and len(scales) == 2
-                                       and all(isinstance(v, (int, float)) and 0.5 <= v <= 2.0 for v in scales)
-                                       and scales[0] <= scales[1]):
+        if scales is not None and not _is_size_range(scales, 0.5, 2.0):
             raise ModelError(f"CT training setting spleen_scales = {scales!r}: give [low, high] spleen sizes "
                              f"within 0.5..2 (1 = the adult mean), low first, or leave it out")
         if scales is not None:
@@ -448,6 +446,13 @@ class CTTrainConfig:
         """The inference settings a model trained with this config is evaluated and shipped with."""
         return CTSpec(spacing_mm=(float(self.spacing_mm),) * 3, roi_size=self.infer_roi,
                       precision=INFERENCE_PRECISION if self.precision == "bf16" else "fp32")
+
+
+def _is_size_range(value: Any, lowest: float, highest: float) -> bool:
+    """``value`` is ``[low, high]``: two numbers (not booleans) within ``lowest..highest``, low first."""
+    return (isinstance(value, (list, tuple)) and len(value) == 2
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and lowest <= v <= highest for v in value)
+            and value[0] <= value[1])
 
 
 def _set_seed(seed: int) -> None:

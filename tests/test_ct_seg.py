@@ -407,7 +407,7 @@ def test_training_patch_and_start_weights_are_checked_in_the_config(ct):
         ct.CTTrainConfig.from_mapping({"task": "ct_phantom", "class_weights": {"spleen": 0}})
     with pytest.raises(ModelError, match=r"class_weights = \['spleen'\]: give class name: weight pairs"):
         ct.CTTrainConfig.from_mapping({"task": "ct_phantom", "class_weights": ["spleen"]})
-    for bad in ([1.6, 0.8], [0.2, 1.0], [1.2], "big"):
+    for bad in ([1.6, 0.8], [0.2, 1.0], [1.2], "big", [True, 1.5]):
         with pytest.raises(ModelError, match=r"spleen_scales = .*give \[low, high\] spleen sizes within 0.5..2"):
             ct.CTTrainConfig.from_mapping({"task": "ct_phantom", "spleen_scales": bad})
     assert ct.CTTrainConfig.from_mapping({"task": "ct_phantom", "spleen_scales": [0.8, 1.6]}).spleen_scales == (0.8, 1.6)
