@@ -430,10 +430,10 @@ class CTTrainConfig:
             raise ModelError(f"CT training setting class_weights = {cfg.class_weights}: each weight must be a "
                              f"positive number (1 = as every other class)")
         scales = cfg.spleen_scales
-        if scales is not None and not _is_size_range(scales, 0.5, 2.0):
-            raise ModelError(f"CT training setting spleen_scales = {scales!r}: give [low, high] spleen sizes "
-                             f"within 0.5..2 (1 = the adult mean), low first, or leave it out")
         if scales is not None:
+            if not _is_size_range(scales, 0.5, 2.0):
+                raise ModelError(f"CT training setting spleen_scales = {scales!r}: give [low, high] spleen sizes "
+                                 f"within 0.5..2 (1 = the adult mean), low first, or leave it out")
             cfg = dataclasses.replace(cfg, spleen_scales=(float(scales[0]), float(scales[1])))
         for key in ("patch", "infer_roi"):
             size = getattr(cfg, key)

@@ -312,23 +312,23 @@ class _AugmentedFrames(torch.utils.data.Dataset):
 
 
 # ---------------------------------------------------------------------------- network
-#: name -> (MONAI class, constructor arguments): the networks a config may name
-NETWORKS: dict[str, tuple[str, dict[str, Any]]] = {
+#: name -> (MONAI class, constructor arguments, how many times it halves the frame): the networks a config may name
+NETWORKS: dict[str, tuple[str, dict[str, Any], int]] = {
     "unet": ("monai.networks.nets.UNet", dict(spatial_dims=2, in_channels=1, out_channels=3,
                                               channels=[16, 32, 64, 128, 256], strides=[2, 2, 2, 2],
-                                              num_res_units=2, dropout=0.1)),
+                                              num_res_units=2, dropout=0.1), 4),
     # one level deeper (bottom 1/32 of the frame): twice the receptive field, for nerves told apart by context
     "unet6": ("monai.networks.nets.UNet", dict(spatial_dims=2, in_channels=1, out_channels=3,
                                                channels=[16, 32, 64, 128, 256, 384], strides=[2, 2, 2, 2, 2],
-                                               num_res_units=2, dropout=0.1)),
+                                               num_res_units=2, dropout=0.1), 5),
     "basicunet": ("monai.networks.nets.BasicUNet", dict(spatial_dims=2, in_channels=1, out_channels=3,
-                                                        features=[16, 16, 32, 64, 128, 16])),
+                                                        features=[16, 16, 32, 64, 128, 16]), 4),  # fixed depth
     "segresnet": ("monai.networks.nets.SegResNet", dict(spatial_dims=2, in_channels=1, out_channels=3,
-                                                        init_filters=8)),
+                                                        init_filters=8), 3),  # default blocks_down (1, 2, 2, 4)
 }
 
 
-def _known_network(name: str) -> tuple[str, dict[str, Any]]:
+def _known_network(name: str) -> tuple[str, dict[str, Any], int]:
     if name not in NETWORKS:
         raise ModelError(f"unknown network {name!r}; use {', '.join(NETWORKS)}")
     return NETWORKS[name]
@@ -336,10 +336,7 @@ def _known_network(name: str) -> tuple[str, dict[str, Any]]:
 
 def grid_halvings(name: str) -> int:
     """How many times the network halves the frame (image sizes must be multiples of 2 to that power)."""
-    args = _known_network(name)[1]
-    if "strides" in args:
-        return len(args["strides"])
-    return {"basicunet": 4, "segresnet": 3}[name]  # MONAI's fixed depth / default blocks_down (1, 2, 2, 4)
+    return _known_network(name)[2]
 
 
 def make_network(name: str = "unet", **kwargs: Any) -> torch.nn.Module:
