@@ -82,3 +82,17 @@ def test_console_script_exit_code_and_debug_traceback(tmp_path):
     assert plain.stderr.strip() == f"plexplan info: error: {tmp_path}: empty folder, no files found; point at the DICOM series folder"
     debug = subprocess.run([*cmd, "--debug", "info", str(tmp_path)], capture_output=True, text=True)
     assert debug.returncode != 0 and "Traceback" in debug.stderr and "DicomSeriesError" in debug.stderr
+
+
+def test_the_program_prints_everything_and_returns_the_command_status(tmp_path):
+    """``plexplan`` is :func:`planner.cli.run_process` (main, then a frozen heap at exit): the
+    command's whole output arrives and its status is the process's."""
+    from importlib.metadata import entry_points
+
+    (script,) = entry_points(group="console_scripts", name="plexplan")
+    assert script.value == "planner.cli:run_process"
+    path = pydicom_test_file("CT_small.dcm")
+    done = subprocess.run([sys.executable, "-m", "planner.cli", "info", str(path), "--json"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["shape_zyx"] == list(load(path).shape)
