@@ -163,23 +163,45 @@ def network_def(name: str, out_channels: int = len(CLASSES)) -> tuple[str, dict[
 
 
 # ---------------------------------------------------------------------------- phantoms
-def phantom_params(seed: int, spleen_scales: tuple[float, float] | None = None) -> Any:
-    """Phantom parameters drawn from ``seed``: BMI 17-40, a tumour in about a third of cases.
+@dataclass(frozen=True)
+class PhantomVariation:
+    """Ranges ``(low, high)`` that training phantoms draw per seed beyond :func:`phantom_params`.
 
-    ``spleen_scales`` (low, high) also draws the spleen's size from its own random stream, so
-    the rest of the phantom is the same as without it; ``None`` keeps the mean size.
+    Each draw comes from its own random stream, so a varied phantom differs from the plain one of
+    the same seed only in what is varied; ``None`` keeps the default (mean spleen, no aortic wall).
     """
+
+    spleen_scales: tuple[float, float] | None = None
+    aortic_walls_mm: tuple[float, float] | None = None
+
+    def draw(self, seed: int) -> dict[str, float]:
+        """The varied :class:`~segmentation.phantom_ct.PhantomParams` fields for ``seed``."""
+        out = {}
+        for field_name, values, stream in (("spleen_scale", self.spleen_scales, 31),
+                                           ("aortic_wall_mm", self.aortic_walls_mm, 41)):
+            if values is not None:
+                out[field_name] = float(np.random.default_rng([int(seed), stream]).uniform(*values))
+        return out
+
+    def suffix(self) -> str:
+        """Cache file-name part naming the ranges ("" when nothing varies), so caches never mix."""
+        parts = [(tag, v) for tag, v in (("spleen", self.spleen_scales), ("wall", self.aortic_walls_mm)) if v]
+        return "".join(f"_{tag}{lo:g}-{hi:g}" for tag, (lo, hi) in parts)
+
+
+def phantom_params(seed: int, variation: PhantomVariation | None = None) -> Any:
+    """Phantom parameters drawn from ``seed``: BMI 17-40, a tumour in about a third of cases, and
+    whatever ``variation`` draws (spleen size, aortic wall)."""
     from segmentation.phantom_ct import PhantomParams
 
     rng = np.random.default_rng(seed + 7919)
     tumour = float(rng.uniform(0.2, 0.9)) if rng.random() < 0.3 else 0.0
-    spleen = 1.0 if spleen_scales is None else float(np.random.default_rng([int(seed), 31]).uniform(*spleen_scales))
     return PhantomParams(seed=int(seed), bmi=float(rng.uniform(17.0, 40.0)), tumour_encasement=tumour,
-                         noise_hu=float(rng.uniform(5.0, 25.0)), spleen_scale=spleen)
+                         noise_hu=float(rng.uniform(5.0, 25.0)), **(variation or PhantomVariation()).draw(seed))
 
 
 def phantom_example(seed: int, spacing_mm: float = MODEL_SPACING_MM,
-                    spleen_scales: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                    variation: PhantomVariation | None = None) -> tuple[np.ndarray, np.ndarray]:
     """One phantom as ``(HU image, channel labels)`` arrays in ``[x, y, z]`` (LPS) order.
 
     Target regions come from :func:`planner.targets.add_targets` on the exact labels, so the
@@ -188,7 +210,7 @@ def phantom_example(seed: int, spacing_mm: float = MODEL_SPACING_MM,
     from planner.targets import add_targets
     from segmentation.phantom_ct import make_ct_phantom
 
-    ph = make_ct_phantom(phantom_params(seed, spleen_scales), spacing_mm=(spacing_mm,) * 3)
+    ph = make_ct_phantom(phantom_params(seed, variation), spacing_mm=(spacing_mm,) * 3)
     try:
         labels = add_targets(ph.labels).array
     except PlannerError:
@@ -199,18 +221,18 @@ def phantom_example(seed: int, spacing_mm: float = MODEL_SPACING_MM,
 
 
 def cached_examples(seeds: Iterable[int], cache_dir: str | Path | None, spacing_mm: float = MODEL_SPACING_MM,
-                    spleen_scales: tuple[float, float] | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+                    variation: PhantomVariation | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """Phantom examples for ``seeds`` (see :func:`phantom_example`), read from / written to
-    ``cache_dir`` (npz, named by seed, grid and spleen sizes) when given."""
+    ``cache_dir`` (npz, named by seed, grid and varied ranges) when given."""
     out = []
-    variant = "" if spleen_scales is None else f"_spleen{spleen_scales[0]:g}-{spleen_scales[1]:g}"
+    variant = (variation or PhantomVariation()).suffix()
     for seed in seeds:
         path = None if cache_dir is None else Path(cache_dir) / f"ct_phantom_{seed}_{spacing_mm:g}mm{variant}.npz"
         if path is not None and path.is_file():
             with np.load(path) as z:
                 out.append((z["image"], z["label"]))
             continue
-        ex = phantom_example(seed, spacing_mm, spleen_scales)
+        ex = phantom_example(seed, spacing_mm, variation)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp.npz")
@@ -403,6 +425,7 @@ class CTTrainConfig:
     class_weights: dict[str, float] = field(default_factory=dict)
     batch_dice: bool = False
     spleen_scales: tuple[float, float] | None = None
+    aortic_walls_mm: tuple[float, float] | None = None
     bundle: dict[str, Any] = field(default_factory=dict)
     data_dir: str = ""
 
@@ -429,18 +452,25 @@ class CTTrainConfig:
         if any(isinstance(w, bool) or not isinstance(w, (int, float)) or w <= 0 for w in cfg.class_weights.values()):
             raise ModelError(f"CT training setting class_weights = {cfg.class_weights}: each weight must be a "
                              f"positive number (1 = as every other class)")
-        scales = cfg.spleen_scales
-        if scales is not None:
-            if not _is_size_range(scales, 0.5, 2.0):
-                raise ModelError(f"CT training setting spleen_scales = {scales!r}: give [low, high] spleen sizes "
-                                 f"within 0.5..2 (1 = the adult mean), low first, or leave it out")
-            cfg = dataclasses.replace(cfg, spleen_scales=(float(scales[0]), float(scales[1])))
+        ranges = (("spleen_scales", 0.5, 2.0, "spleen sizes within 0.5..2 (1 = the adult mean)"),
+                  ("aortic_walls_mm", 0.0, 5.0, "aortic wall thicknesses in mm within 0..5"))
+        for key, lowest, highest, what in ranges:
+            values = getattr(cfg, key)
+            if values is not None:
+                if not _is_size_range(values, lowest, highest):
+                    raise ModelError(f"CT training setting {key} = {values!r}: give [low, high] {what}, low first, "
+                                     f"or leave it out")
+                cfg = dataclasses.replace(cfg, **{key: (float(values[0]), float(values[1]))})
         for key in ("patch", "infer_roi"):
             size = getattr(cfg, key)
             if len(size) != 3 or any(v < 16 or v % 16 for v in size):
                 raise ModelError(f"CT training setting {key} = {list(size)}: give three sizes in voxels, each a "
                                  f"multiple of 16 (the UNet halves the grid four times)")
         return cfg
+
+    def variation(self) -> PhantomVariation:
+        """What the training phantoms draw per seed (validation and held-out phantoms stay plain)."""
+        return PhantomVariation(self.spleen_scales, self.aortic_walls_mm)
 
     def spec(self) -> "CTSpec":
         """The inference settings a model trained with this config is evaluated and shipped with."""
@@ -588,7 +618,7 @@ def run_training(cfg: CTTrainConfig, out_dir: str | Path, max_steps: int | None 
 
     start = _start_network(cfg) if cfg.init_from else None  # checked before anything is generated
     lo, hi = cfg.train_seeds
-    train = cached_examples(range(lo, hi), cfg.cache_dir, cfg.spacing_mm, cfg.spleen_scales)
+    train = cached_examples(range(lo, hi), cfg.cache_dir, cfg.spacing_mm, cfg.variation())
     val = cached_examples(cfg.val_seeds, cfg.cache_dir, cfg.spacing_mm)
     log(f"{len(train)} training phantoms, {len(val)} validation phantoms ready in {time.time() - t0:.0f} s")
     spec = cfg.spec()
@@ -1187,8 +1217,9 @@ def _stage_text(stage: Mapping[str, Any]) -> str:
     weights = c.get("class_weights") or {}
     loss = ", loss weights " + ", ".join(f"{n} {w:g}" for n, w in weights.items()) if weights else ""
     loss += ", Dice over the batch" if c.get("batch_dice") else ""
-    spleens = c.get("spleen_scales")
+    spleens, walls = c.get("spleen_scales"), c.get("aortic_walls_mm")
     phantoms = f", spleens {spleens[0]:g}-{spleens[1]:g}x the mean size" if spleens else ""
+    phantoms += f", aortic walls {walls[0]:g}-{walls[1]:g} mm with calcified plaques" if walls else ""
     return (f"{stage.get('steps')} steps on a {float(c.get('spacing_mm', 0)):g} mm grid (batch of "
             f"{c.get('samples_per_phantom')}{patch} patches, lr {float(c.get('lr', 0)):g}{loss}{phantoms}), "
             f"{(stage.get('train_seconds') or 0) / 60:.0f} min")

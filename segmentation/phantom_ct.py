@@ -90,6 +90,9 @@ DISC_HU = 85.0
 GAS_HU = -1000.0
 AIR_HU = -1000.0
 ORGAN_WALL_HU = 95.0  # enhancing gastric / bowel wall
+AORTIC_WALL_HU = 50.0  # arterial wall and mural thrombus: unenhanced soft tissue
+PLAQUE_HU = (350.0, 900.0)  # calcified atherosclerotic plaque
+ARTERIES = ("aorta", "celiac_trunk", "superior_mesenteric_artery", "renal_arteries", "iliac_arteries")
 KIDNEY_MEDULLA_HU = 140.0
 BILE_HU = 8.0  # gallbladder bile, water-like
 HEPATIC_VEIN_HU = 165.0  # opacified in the portal-venous phase
@@ -129,6 +132,9 @@ class PhantomParams:
         noise_hu: image noise sigma in HU; ``None`` draws 10-15 HU from the seed.
         spleen_scale: spleen size against the adult mean (1 = about 110 x 100 x 45 mm); the
             length and height scale with it, the thickness with its square root.
+        aortic_wall_mm: thickness of a soft-tissue aortic wall (0 = none, up to 5 mm), drawn
+            inside the aorta label (the label keeps the outer contour, as TotalSegmentator's
+            aorta does), with calcified plaques on part of it as in older patients.
     """
 
     seed: int
@@ -137,6 +143,7 @@ class PhantomParams:
     celiac_level: str | None = None
     noise_hu: float | None = None
     spleen_scale: float = 1.0
+    aortic_wall_mm: float = 0.0
 
     def __post_init__(self) -> None:
         if not 14.0 <= float(self.bmi) <= 50.0:
@@ -151,6 +158,8 @@ class PhantomParams:
             raise PlannerError(f"phantom noise_hu={self.noise_hu} must be 0..100 HU")
         if not 0.5 <= float(self.spleen_scale) <= 2.0:
             raise PlannerError(f"phantom spleen_scale={self.spleen_scale} must be 0.5..2 (1 = adult mean size)")
+        if not 0.0 <= float(self.aortic_wall_mm) <= 5.0:
+            raise PlannerError(f"phantom aortic_wall_mm={self.aortic_wall_mm} must be 0..5 mm (0 = no wall)")
 
 
 @dataclass(frozen=True)
@@ -1300,6 +1309,31 @@ def _paint_vertebrae(g: _Grid, spine: _Spine, z_bot: float, z_top: float, z_conu
 
 
 # ============================================================================ image
+def _paint_aortic_wall(hu: np.ndarray, lab: np.ndarray, spacing: tuple[float, float, float], wall_mm: float,
+                       rng: np.random.Generator) -> None:
+    """Darken the outer ``wall_mm`` of the aorta to wall HU (in place), calcified in patches.
+
+    Depth is the distance to the edge of the whole arterial tree, so the ostia of its branches stay
+    open; a boundary voxel gets the wall's share of its width (partial volume on coarse grids).
+    """
+    aorta = lab == label_of("aorta")
+    if not aorta.any():
+        return
+    lo = np.maximum(np.argwhere(aorta).min(axis=0) - 2, 0)
+    hi = np.argwhere(aorta).max(axis=0) + 3
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    arteries = np.isin(lab[box], [label_of(n) for n in ARTERIES])
+    depth = ndimage.distance_transform_edt(arteries, sampling=spacing)
+    voxel = float(np.mean(spacing))
+    share = np.clip((wall_mm - depth + voxel) / voxel, 0.0, 1.0) * aorta[box]
+    field = ndimage.gaussian_filter(rng.standard_normal(share.shape).astype(np.float32),
+                                    sigma=[6.0 / s for s in spacing])
+    field /= max(float(field.std()), 1e-6)
+    plaque = (share > 0) & (field > rng.uniform(0.3, 2.0))  # about 2 % to 40 % of the wall
+    wall_hu = np.where(plaque, rng.uniform(*PLAQUE_HU), AORTIC_WALL_HU).astype(np.float32)
+    hu[box] = hu[box] * (1.0 - share) + wall_hu * share
+
+
 def _render_hu(g: _Grid, rng, params: PhantomParams, stomach_gas: np.ndarray) -> np.ndarray:
     """Labels -> HU: tissue means, texture, cortical rims, gas, blur (partial volume), noise."""
     lab = g.labels
@@ -1320,6 +1354,9 @@ def _render_hu(g: _Grid, rng, params: PhantomParams, stomach_gas: np.ndarray) ->
                                      sigma=[4.0 / s for s in g.spacing])
     smooth /= max(float(smooth.std()), 1e-6)
     hu += tex[lab] * smooth
+    if params.aortic_wall_mm > 0:
+        wall_rng = np.random.default_rng([int(params.seed), 41])
+        _paint_aortic_wall(hu, lab, g.spacing, float(params.aortic_wall_mm), wall_rng)
     # cortical rims on bone; kidney medulla; hollow-organ walls; bowel gas
     bone = np.isin(lab, [label_of(vertebra_name(v)) for v in VERTEBRAL_LEVELS] +
                    [label_of("ribs"), label_of("bone_other")])

@@ -410,19 +410,30 @@ def test_training_patch_and_start_weights_are_checked_in_the_config(ct):
     for bad in ([1.6, 0.8], [0.2, 1.0], [1.2], "big", [True, 1.5]):
         with pytest.raises(ModelError, match=r"spleen_scales = .*give \[low, high\] spleen sizes within 0.5..2"):
             ct.CTTrainConfig.from_mapping({"task": "ct_phantom", "spleen_scales": bad})
-    assert ct.CTTrainConfig.from_mapping({"task": "ct_phantom", "spleen_scales": [0.8, 1.6]}).spleen_scales == (0.8, 1.6)
+    for bad in ([3, 1], [-1, 2], [0, 6], "thick"):
+        with pytest.raises(ModelError, match=r"aortic_walls_mm = .*give \[low, high\] aortic wall thicknesses in mm"):
+            ct.CTTrainConfig.from_mapping({"task": "ct_phantom", "aortic_walls_mm": bad})
+    cfg = ct.CTTrainConfig.from_mapping({"task": "ct_phantom", "spleen_scales": [0.8, 1.6], "aortic_walls_mm": [0, 3]})
+    assert cfg.variation() == ct.PhantomVariation(spleen_scales=(0.8, 1.6), aortic_walls_mm=(0.0, 3.0))
 
 
-def test_spleen_sizes_vary_per_seed_in_their_own_cache_files(ct, tmp_path):
-    """Drawn spleen sizes stay in range, differ between seeds, and never reuse the mean-size cache."""
-    scales = [ct.phantom_params(seed, (0.8, 1.6)).spleen_scale for seed in range(1000, 1020)]
+def test_varied_phantoms_draw_per_seed_into_their_own_cache_files(ct, tmp_path):
+    """Drawn spleen sizes and aortic walls stay in range, differ between seeds, change nothing else,
+    and never reuse the plain phantoms' cache."""
+    both = ct.PhantomVariation(spleen_scales=(0.8, 1.6), aortic_walls_mm=(0.0, 3.0))
+    drawn = [ct.phantom_params(seed, both) for seed in range(1000, 1020)]
+    scales, walls = [p.spleen_scale for p in drawn], [p.aortic_wall_mm for p in drawn]
     assert all(0.8 <= s <= 1.6 for s in scales) and max(scales) - min(scales) > 0.4
-    assert ct.phantom_params(1000).spleen_scale == 1.0
-    same = ct.phantom_params(1000, (0.8, 1.6))
-    assert (same.bmi, same.noise_hu) == (ct.phantom_params(1000).bmi, ct.phantom_params(1000).noise_hu)
-    ct.cached_examples([1000], tmp_path, spacing_mm=8.0, spleen_scales=(0.8, 1.6))
+    assert all(0.0 <= w <= 3.0 for w in walls) and max(walls) - min(walls) > 1.0
+    plain = ct.phantom_params(1000)
+    assert (plain.spleen_scale, plain.aortic_wall_mm) == (1.0, 0.0)
+    spleen_only = ct.phantom_params(1000, ct.PhantomVariation(spleen_scales=(0.8, 1.6)))
+    assert spleen_only.spleen_scale == drawn[0].spleen_scale and spleen_only.aortic_wall_mm == 0.0
+    assert (drawn[0].bmi, drawn[0].noise_hu) == (plain.bmi, plain.noise_hu)
+    ct.cached_examples([1000], tmp_path, spacing_mm=8.0, variation=both)
     ct.cached_examples([1000], tmp_path, spacing_mm=8.0)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ct_phantom_1000_8mm.npz", "ct_phantom_1000_8mm_spleen0.8-1.6.npz"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ct_phantom_1000_8mm.npz",
+                                                          "ct_phantom_1000_8mm_spleen0.8-1.6_wall0-3.npz"]
 
 
 def test_class_weights_and_batch_dice_reach_the_training_loss(ct):

@@ -316,6 +316,8 @@ def test_params_are_validated():
         PhantomParams(seed=0, celiac_level="L3")
     with pytest.raises(PlannerError, match="spleen_scale=3"):
         PhantomParams(seed=0, spleen_scale=3)
+    with pytest.raises(PlannerError, match="aortic_wall_mm=6"):
+        PhantomParams(seed=0, aortic_wall_mm=6)
     with pytest.raises(PlannerError, match="spacing"):
         make_ct_phantom(0, spacing_mm=(0, 3, 3))
 
@@ -332,6 +334,28 @@ def test_spleen_scale_grows_the_spleen_and_leaves_the_distant_anatomy():
     assert np.array_equal(right[0], right[1]) and np.array_equal(right[1], right[2])
     default = make_ct_phantom(3, spacing_mm=(4, 4, 4)).labels.array
     assert int((default == label_of("spleen")).sum()) == sizes[1], "scale 1 is the phantom without the setting"
+
+
+def test_aortic_wall_darkens_the_aortic_rim_only():
+    """A wall keeps the aorta's label and lumen, darkens its outer few millimetres to soft tissue
+    (with bright calcified patches), and leaves the branches' ostia and the rest of the image alone."""
+    from scipy import ndimage
+
+    plain = make_ct_phantom(PhantomParams(seed=4), spacing_mm=(1.5, 1.5, 1.5))
+    walled = make_ct_phantom(PhantomParams(seed=4, aortic_wall_mm=3.0), spacing_mm=(1.5, 1.5, 1.5))
+    lab = plain.labels.array
+    assert np.array_equal(lab, walled.labels.array), "the label keeps the outer contour"
+    aorta = lab == label_of("aorta")
+    depth = ndimage.distance_transform_edt(aorta, sampling=(1.5, 1.5, 1.5))
+    hu0, hu1 = plain.image.array.astype(float), walled.image.array.astype(float)
+    rim, core = aorta & (depth <= 1.5), aorta & (depth >= 6.0)
+    assert np.median(hu0[rim]) > 120 and np.median(hu1[rim]) < 60, "outer wall is soft tissue"
+    assert (hu1[rim] > 300).mean() > 0.005, "some of the wall is calcified"
+    assert abs(np.median(hu1[core]) - np.median(hu0[core])) < 5, "the lumen keeps its contrast"
+    far = ndimage.distance_transform_edt(~aorta, sampling=(1.5, 1.5, 1.5)) > 10
+    assert np.array_equal(hu0[far], hu1[far]), "nothing away from the aorta changes"
+    celiac = lab == label_of("celiac_trunk")
+    assert abs(np.median(hu1[celiac]) - np.median(hu0[celiac])) < 10, "branches keep their lumen"
 
 
 def test_high_bmi_widens_the_field_of_view():
