@@ -8,13 +8,13 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null; then SUDO="sudo"; fi
 
 if command -v apt-get >/dev/null; then
-  echo "install.sh: Debian packages for headless napari (Xvfb, Mesa, Qt's xcb libraries)"
+  echo "install.sh: Debian packages for headless napari (Xvfb, Mesa, Qt's xcb libraries), poppler, dicom3tools (dciodvfy)"
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends \
     xvfb xauth libgl1-mesa-dri libglx-mesa0 libegl1 libdbus-1-3 libfontconfig1 \
     libxkbcommon-x11-0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0 \
     libxcb-render-util0 libxcb-xinerama0 libxcb-xfixes0 libxcb-shape0 libxcb-cursor0 \
-    poppler-utils >/dev/null
+    poppler-utils dicom3tools >/dev/null
 fi
 
 echo "install.sh: CPU build of PyTorch first (an unpinned torch would pull CUDA packages)"
