@@ -434,6 +434,8 @@ def test_varied_phantoms_draw_per_seed_into_their_own_cache_files(ct, tmp_path):
     ct.cached_examples([1000], tmp_path, spacing_mm=8.0)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ct_phantom_1000_8mm.npz",
                                                           "ct_phantom_1000_8mm_spleen0.8-1.6_wall0-3.npz"]
+    stage = {"steps": 10, "config": {"spacing_mm": 3.0, "spleen_scales": [0.8, 1.6], "aortic_walls_mm": [0, 3]}}
+    assert "spleens 0.8-1.6x the mean size, aortic walls 0-3 mm with calcified plaques)" in ct._stage_text(stage)
 
 
 def test_class_weights_and_batch_dice_reach_the_training_loss(ct):
