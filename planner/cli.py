@@ -80,7 +80,6 @@ def run_process(argv: Sequence[str] | None = None) -> None:
     frozen object is never collected, so library callers and tests use :func:`main`.
     """
     code = main(argv)
-    sys.stdout.flush()
     gc.freeze()
     sys.exit(code)
 

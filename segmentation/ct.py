@@ -27,7 +27,7 @@ import re
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -163,6 +163,26 @@ def network_def(name: str, out_channels: int = len(CLASSES)) -> tuple[str, dict[
 
 
 # ---------------------------------------------------------------------------- phantoms
+class _VariedField(NamedTuple):
+    """One phantom parameter a training setting can vary: ``setting: [low, high]`` draws ``param``."""
+
+    setting: str  # CTTrainConfig / PhantomVariation field
+    param: str  # PhantomParams field
+    stream: int  # own random stream per seed
+    tag: str  # cache file-name part
+    lowest: float
+    highest: float
+    meaning: str
+
+
+VARIED_FIELDS: tuple[_VariedField, ...] = (
+    _VariedField("spleen_scales", "spleen_scale", 31, "spleen", 0.5, 2.0,
+                 "spleen sizes within 0.5..2 (1 = the adult mean)"),
+    _VariedField("aortic_walls_mm", "aortic_wall_mm", 41, "wall", 0.0, 5.0,
+                 "aortic wall thicknesses in mm within 0..5"),
+)
+
+
 @dataclass(frozen=True)
 class PhantomVariation:
     """Ranges ``(low, high)`` that training phantoms draw per seed beyond :func:`phantom_params`.
@@ -176,17 +196,17 @@ class PhantomVariation:
 
     def draw(self, seed: int) -> dict[str, float]:
         """The varied :class:`~segmentation.phantom_ct.PhantomParams` fields for ``seed``."""
-        out = {}
-        for field_name, values, stream in (("spleen_scale", self.spleen_scales, 31),
-                                           ("aortic_wall_mm", self.aortic_walls_mm, 41)):
-            if values is not None:
-                out[field_name] = float(np.random.default_rng([int(seed), stream]).uniform(*values))
-        return out
+        return {f.param: float(np.random.default_rng([int(seed), f.stream]).uniform(*getattr(self, f.setting)))
+                for f in VARIED_FIELDS if getattr(self, f.setting) is not None}
 
     def suffix(self) -> str:
         """Cache file-name part naming the ranges ("" when nothing varies), so caches never mix."""
-        parts = [(tag, v) for tag, v in (("spleen", self.spleen_scales), ("wall", self.aortic_walls_mm)) if v]
-        return "".join(f"_{tag}{lo:g}-{hi:g}" for tag, (lo, hi) in parts)
+        parts = []
+        for f in VARIED_FIELDS:
+            values = getattr(self, f.setting)
+            if values is not None:
+                parts.append(f"_{f.tag}{values[0]:g}-{values[1]:g}")
+        return "".join(parts)
 
 
 def phantom_params(seed: int, variation: PhantomVariation | None = None) -> Any:
@@ -452,15 +472,13 @@ class CTTrainConfig:
         if any(isinstance(w, bool) or not isinstance(w, (int, float)) or w <= 0 for w in cfg.class_weights.values()):
             raise ModelError(f"CT training setting class_weights = {cfg.class_weights}: each weight must be a "
                              f"positive number (1 = as every other class)")
-        ranges = (("spleen_scales", 0.5, 2.0, "spleen sizes within 0.5..2 (1 = the adult mean)"),
-                  ("aortic_walls_mm", 0.0, 5.0, "aortic wall thicknesses in mm within 0..5"))
-        for key, lowest, highest, what in ranges:
-            values = getattr(cfg, key)
+        for f in VARIED_FIELDS:
+            values = getattr(cfg, f.setting)
             if values is not None:
-                if not _is_size_range(values, lowest, highest):
-                    raise ModelError(f"CT training setting {key} = {values!r}: give [low, high] {what}, low first, "
-                                     f"or leave it out")
-                cfg = dataclasses.replace(cfg, **{key: (float(values[0]), float(values[1]))})
+                if not _is_size_range(values, f.lowest, f.highest):
+                    raise ModelError(f"CT training setting {f.setting} = {values!r}: give [low, high] {f.meaning}, "
+                                     f"low first, or leave it out")
+                cfg = dataclasses.replace(cfg, **{f.setting: (float(values[0]), float(values[1]))})
         for key in ("patch", "infer_roi"):
             size = getattr(cfg, key)
             if len(size) != 3 or any(v < 16 or v % 16 for v in size):

@@ -92,7 +92,7 @@ AIR_HU = -1000.0
 ORGAN_WALL_HU = 95.0  # enhancing gastric / bowel wall
 AORTIC_WALL_HU = 50.0  # arterial wall and mural thrombus: unenhanced soft tissue
 PLAQUE_HU = (350.0, 900.0)  # calcified atherosclerotic plaque
-ARTERIES = ("aorta", "celiac_trunk", "superior_mesenteric_artery", "renal_arteries", "iliac_arteries")
+ARTERIES = tuple(n for n, group in ENHANCEMENT_GROUP.items() if group == "arterial")
 KIDNEY_MEDULLA_HU = 140.0
 BILE_HU = 8.0  # gallbladder bile, water-like
 HEPATIC_VEIN_HU = 165.0  # opacified in the portal-venous phase
@@ -1319,9 +1319,8 @@ def _paint_aortic_wall(hu: np.ndarray, lab: np.ndarray, spacing: tuple[float, fl
     aorta = lab == label_of("aorta")
     if not aorta.any():
         return
-    lo = np.maximum(np.argwhere(aorta).min(axis=0) - 2, 0)
-    hi = np.argwhere(aorta).max(axis=0) + 3
-    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    (found,) = ndimage.find_objects(aorta.astype(np.uint8))
+    box = tuple(slice(max(sl.start - 2, 0), sl.stop + 2) for sl in found)
     arteries = np.isin(lab[box], [label_of(n) for n in ARTERIES])
     depth = ndimage.distance_transform_edt(arteries, sampling=spacing)
     voxel = float(np.mean(spacing))
