@@ -172,14 +172,15 @@ class _VariedField(NamedTuple):
     tag: str  # cache file-name part
     lowest: float
     highest: float
-    meaning: str
+    meaning: str  # what the range is, for the error message of a bad setting
+    card: str  # what a run drew, for the model card ({low} and {high} filled in)
 
 
 VARIED_FIELDS: tuple[_VariedField, ...] = (
     _VariedField("spleen_scales", "spleen_scale", 31, "spleen", 0.5, 2.0,
-                 "spleen sizes within 0.5..2 (1 = the adult mean)"),
+                 "spleen sizes within 0.5..2 (1 = the adult mean)", "spleens {low:g}-{high:g}x the mean size"),
     _VariedField("aortic_walls_mm", "aortic_wall_mm", 41, "wall", 0.0, 5.0,
-                 "aortic wall thicknesses in mm within 0..5"),
+                 "aortic wall thicknesses in mm within 0..5", "aortic walls {low:g}-{high:g} mm with calcified plaques"),
 )
 
 
@@ -488,7 +489,7 @@ class CTTrainConfig:
 
     def variation(self) -> PhantomVariation:
         """What the training phantoms draw per seed (validation and held-out phantoms stay plain)."""
-        return PhantomVariation(self.spleen_scales, self.aortic_walls_mm)
+        return PhantomVariation(**{f.setting: getattr(self, f.setting) for f in VARIED_FIELDS})
 
     def spec(self) -> "CTSpec":
         """The inference settings a model trained with this config is evaluated and shipped with."""
@@ -1235,9 +1236,8 @@ def _stage_text(stage: Mapping[str, Any]) -> str:
     weights = c.get("class_weights") or {}
     loss = ", loss weights " + ", ".join(f"{n} {w:g}" for n, w in weights.items()) if weights else ""
     loss += ", Dice over the batch" if c.get("batch_dice") else ""
-    spleens, walls = c.get("spleen_scales"), c.get("aortic_walls_mm")
-    phantoms = f", spleens {spleens[0]:g}-{spleens[1]:g}x the mean size" if spleens else ""
-    phantoms += f", aortic walls {walls[0]:g}-{walls[1]:g} mm with calcified plaques" if walls else ""
+    phantoms = "".join(", " + f.card.format(low=c[f.setting][0], high=c[f.setting][1])
+                       for f in VARIED_FIELDS if c.get(f.setting))
     return (f"{stage.get('steps')} steps on a {float(c.get('spacing_mm', 0)):g} mm grid (batch of "
             f"{c.get('samples_per_phantom')}{patch} patches, lr {float(c.get('lr', 0)):g}{loss}{phantoms}), "
             f"{(stage.get('train_seconds') or 0) / 60:.0f} min")
