@@ -181,6 +181,11 @@ VARIED_FIELDS: tuple[_VariedField, ...] = (
                  "spleen sizes within 0.5..2 (1 = the adult mean)", "spleens {low:g}-{high:g}x the mean size"),
     _VariedField("aortic_walls_mm", "aortic_wall_mm", 41, "wall", 0.0, 5.0,
                  "aortic wall thicknesses in mm within 0..5", "aortic walls {low:g}-{high:g} mm with calcified plaques"),
+    _VariedField("spleen_wraps", "spleen_wrap", 51, "wrap", 0.0, 1.0,
+                 "spleen wraps within 0..1 (0 = the free crescent, 1 = along the wall from the spine to the "
+                 "anterolateral wall)", "spleens reaching {low:g}-{high:g} of the way along the left wall"),
+    _VariedField("diaphragm_rises_mm", "diaphragm_rise_mm", 61, "dia", 0.0, 60.0,
+                 "diaphragm rises in mm within 0..60", "diaphragm and lung bases {low:g}-{high:g} mm higher"),
 )
 
 
@@ -189,11 +194,14 @@ class PhantomVariation:
     """Ranges ``(low, high)`` that training phantoms draw per seed beyond :func:`phantom_params`.
 
     Each draw comes from its own random stream, so a varied phantom differs from the plain one of
-    the same seed only in what is varied; ``None`` keeps the default (mean spleen, no aortic wall).
+    the same seed only in what is varied; ``None`` keeps the default (mean free spleen, no aortic wall,
+    the diaphragm as drawn).
     """
 
     spleen_scales: tuple[float, float] | None = None
     aortic_walls_mm: tuple[float, float] | None = None
+    spleen_wraps: tuple[float, float] | None = None
+    diaphragm_rises_mm: tuple[float, float] | None = None
 
     def draw(self, seed: int) -> dict[str, float]:
         """The varied :class:`~segmentation.phantom_ct.PhantomParams` fields for ``seed``."""
@@ -212,7 +220,7 @@ class PhantomVariation:
 
 def phantom_params(seed: int, variation: PhantomVariation | None = None) -> Any:
     """Phantom parameters drawn from ``seed``: BMI 17-40, a tumour in about a third of cases, and
-    whatever ``variation`` draws (spleen size, aortic wall)."""
+    whatever ``variation`` draws (spleen size and shape, aortic wall, diaphragm height)."""
     from segmentation.phantom_ct import PhantomParams
 
     rng = np.random.default_rng(seed + 7919)
@@ -447,6 +455,8 @@ class CTTrainConfig:
     batch_dice: bool = False
     spleen_scales: tuple[float, float] | None = None
     aortic_walls_mm: tuple[float, float] | None = None
+    spleen_wraps: tuple[float, float] | None = None
+    diaphragm_rises_mm: tuple[float, float] | None = None
     bundle: dict[str, Any] = field(default_factory=dict)
     data_dir: str = ""
 

@@ -135,6 +135,12 @@ class PhantomParams:
         aortic_wall_mm: thickness of a soft-tissue aortic wall (0 = none, up to 5 mm), drawn
             inside the aorta label (the label keeps the outer contour, as TotalSegmentator's
             aorta does), with calcified plaques on part of it as in older patients.
+        spleen_wrap: how far the spleen reaches along the left posterolateral wall: 0 = the
+            free crescent alone; up to 1 = a shell against the wall from beside the spine round
+            to the anterolateral wall, as a large adult spleen lies under the ribs.
+        diaphragm_rise_mm: how much higher the diaphragm domes and the costophrenic recess
+            sit than drawn from the seed (0..60 mm), so that T11-T12 slices can hold no lung,
+            as in expiration or a full abdomen.
     """
 
     seed: int
@@ -144,6 +150,8 @@ class PhantomParams:
     noise_hu: float | None = None
     spleen_scale: float = 1.0
     aortic_wall_mm: float = 0.0
+    spleen_wrap: float = 0.0
+    diaphragm_rise_mm: float = 0.0
 
     def __post_init__(self) -> None:
         if not 14.0 <= float(self.bmi) <= 50.0:
@@ -160,6 +168,10 @@ class PhantomParams:
             raise PlannerError(f"phantom spleen_scale={self.spleen_scale} must be 0.5..2 (1 = adult mean size)")
         if not 0.0 <= float(self.aortic_wall_mm) <= 5.0:
             raise PlannerError(f"phantom aortic_wall_mm={self.aortic_wall_mm} must be 0..5 mm (0 = no wall)")
+        if not 0.0 <= float(self.spleen_wrap) <= 1.0:
+            raise PlannerError(f"phantom spleen_wrap={self.spleen_wrap} must be 0..1 (0 = the free crescent)")
+        if not 0.0 <= float(self.diaphragm_rise_mm) <= 60.0:
+            raise PlannerError(f"phantom diaphragm_rise_mm={self.diaphragm_rise_mm} must be 0..60 mm")
 
 
 @dataclass(frozen=True)
@@ -568,6 +580,8 @@ def make_ct_phantom(params: PhantomParams | int,
     z_dome_r = z_top + rng.uniform(15, 35)
     z_dome_l = z_dome_r - rng.uniform(8, 20)
     z_recess = inf["T12"] + rng.uniform(-12, 6)
+    rise = float(params.diaphragm_rise_mm)  # after the draws, so the rest of the phantom is unchanged
+    z_dome_r, z_dome_l, z_recess = z_dome_r + rise, z_dome_l + rise, z_recess + rise
     details["costophrenic_recess_z_mm"] = round(float(z_recess), 1)
     y_front = spine.front(g.z)[:, None, None]
     dia_th = 4.5
@@ -681,7 +695,8 @@ def make_ct_phantom(params: PhantomParams | int,
     _paint_bowel(g, rng, spine, torso, abdomen, kid, z_s, x_a, y_a, r_a)
     stomach_gas = _paint_stomach(g, rng, spine, abdomen, x_a, y_a, r_a, z_c)
     _paint_liver(g, rng, spine, abdomen, cav & below_dia, z_top)
-    spleen_hilum = _paint_spleen(g, rng, spine, cav & below_dia & ~periaortic, float(params.spleen_scale))
+    spleen_hilum = _paint_spleen(g, rng, spine, cav & below_dia & ~periaortic, float(params.spleen_scale),
+                                 float(params.spleen_wrap))
 
     # pancreas: head in the duodenal loop, body over the aorta near L1, tail to the spleen
     z_conf = z_s - rng.uniform(6.0, 12.0)
@@ -1017,8 +1032,9 @@ def _clear_retrorenal_liver(g: _Grid) -> None:
         sl[behind & (sl == liver)] = label_of("body")
 
 
-def _paint_spleen(g: _Grid, rng, spine: _Spine, allowed, scale: float = 1.0) -> np.ndarray:
-    """Left posterolateral crescent, ``scale`` times the mean length and height; returns the hilum point."""
+def _paint_spleen(g: _Grid, rng, spine: _Spine, allowed, scale: float = 1.0, wrap: float = 0.0) -> np.ndarray:
+    """Left posterolateral crescent, ``scale`` times the mean length and height, reaching ``wrap``
+    of the way along the wall (see :func:`_paint_spleen_along_wall`); returns the hilum point."""
     zc = spine.mid("T11") - rng.uniform(5, 25)
     c = np.array([rng.uniform(88, 100), spine.yc(zc) + rng.uniform(-5, 10), zc])
     rot = _rot("z", -rng.uniform(30, 45)) @ _rot("x", rng.uniform(-20, -5))
@@ -1030,7 +1046,40 @@ def _paint_spleen(g: _Grid, rng, spine: _Spine, allowed, scale: float = 1.0) -> 
     concave = ((X - inner[0]) ** 2 + (Y - inner[1]) ** 2) / (axes[0] * 1.3) ** 2 \
         + ((Z - inner[2]) / (axes[2] * 1.1)) ** 2 <= 1.0
     g.paint("spleen", m & ~concave & allowed[box], box, only_on=("body", "bowel", "stomach", "liver"))
+    if wrap > 0:
+        _paint_spleen_along_wall(g, spine, allowed, wrap, z_centre=zc, half_height=float(axes[2]),
+                                 thickness=2.0 * float(axes[0]))
     return c - rot[:, 0] * axes[0] * 1.1 + np.array([0, 0, -5.0])
+
+
+def _paint_spleen_along_wall(g: _Grid, spine: _Spine, allowed, wrap: float, z_centre: float,
+                             half_height: float, thickness: float) -> None:
+    """Spleen as a shell against the left wall of the space it may fill (``allowed``).
+
+    Seen from the vertebral body's centre the shell runs from 25 degrees off the posterior
+    direction (beside the paraspinal muscles) round to 25 + 95 * ``wrap`` degrees (1 = the
+    anterolateral wall), ``thickness`` mm deep at ``z_centre`` and thinning to 0 at
+    ``z_centre`` +/- ``half_height`` and at both ends, so its medial face is concave like the
+    real organ's. Why: the real spleen lies against the ribs and reaches forward along the
+    wall; a network that only saw a free crescent calls such a spleen body wall or bowel."""
+    theta_lo, theta_hi, taper_deg = 25.0, 25.0 + 95.0 * wrap, 15.0
+    zs = g.index_range(0, z_centre - half_height, z_centre + half_height)
+    X, Y = g.x[None, :], g.y[:, None]
+    for k in range(zs.start, zs.stop):
+        z = float(g.z[k])
+        depth_z = thickness * np.sqrt(max(0.0, 1.0 - ((z - z_centre) / half_height) ** 2))
+        xc, yc = float(spine.xc(z)), float(spine.yc(z))
+        theta = np.degrees(np.arctan2(X - xc, Y - yc))  # 0 = posterior, 90 = left lateral
+        ends = np.clip(np.minimum(theta - theta_lo, theta_hi - theta) / taper_deg, 0.0, 1.0)
+        depth = depth_z * np.sqrt(ends)
+        lateral = X > xc + spine.w(z) / 2 + 10.0
+        space = allowed[k]
+        if depth_z <= 0 or not (space & lateral).any():
+            continue
+        d_wall = ndimage.distance_transform_edt(space, sampling=g.spacing[1:])
+        shell = space & lateral & (d_wall <= depth) & (depth > 0)
+        sl = (slice(k, k + 1), slice(0, g.shape[1]), slice(0, g.shape[2]))
+        g.paint("spleen", shell[None], sl, only_on=("body", "bowel", "stomach", "liver"))
 
 
 def _paint_tumour(g: _Grid, rng, fraction: float, cel_o, cel_b, cel_dir, body, z_c) -> None:

@@ -413,8 +413,15 @@ def test_training_patch_and_start_weights_are_checked_in_the_config(ct):
     for bad in ([3, 1], [-1, 2], [0, 6], "thick"):
         with pytest.raises(ModelError, match=r"aortic_walls_mm = .*give \[low, high\] aortic wall thicknesses in mm"):
             ct.CTTrainConfig.from_mapping({"task": "ct_phantom", "aortic_walls_mm": bad})
-    cfg = ct.CTTrainConfig.from_mapping({"task": "ct_phantom", "spleen_scales": [0.8, 1.6], "aortic_walls_mm": [0, 3]})
-    assert cfg.variation() == ct.PhantomVariation(spleen_scales=(0.8, 1.6), aortic_walls_mm=(0.0, 3.0))
+    for bad in ([0.5, 1.5], [1, 0]):
+        with pytest.raises(ModelError, match=r"spleen_wraps = .*give \[low, high\] spleen wraps within 0..1"):
+            ct.CTTrainConfig.from_mapping({"task": "ct_phantom", "spleen_wraps": bad})
+    with pytest.raises(ModelError, match=r"diaphragm_rises_mm = \[0, 80\]: give \[low, high\] diaphragm rises in mm"):
+        ct.CTTrainConfig.from_mapping({"task": "ct_phantom", "diaphragm_rises_mm": [0, 80]})
+    cfg = ct.CTTrainConfig.from_mapping({"task": "ct_phantom", "spleen_scales": [0.8, 1.6], "aortic_walls_mm": [0, 3],
+                                         "spleen_wraps": [0, 1], "diaphragm_rises_mm": [0, 50]})
+    assert cfg.variation() == ct.PhantomVariation(spleen_scales=(0.8, 1.6), aortic_walls_mm=(0.0, 3.0),
+                                                  spleen_wraps=(0.0, 1.0), diaphragm_rises_mm=(0.0, 50.0))
 
 
 def test_varied_phantoms_draw_per_seed_into_their_own_cache_files(ct, tmp_path):
@@ -430,12 +437,22 @@ def test_varied_phantoms_draw_per_seed_into_their_own_cache_files(ct, tmp_path):
     spleen_only = ct.phantom_params(1000, ct.PhantomVariation(spleen_scales=(0.8, 1.6)))
     assert spleen_only.spleen_scale == drawn[0].spleen_scale and spleen_only.aortic_wall_mm == 0.0
     assert (drawn[0].bmi, drawn[0].noise_hu) == (plain.bmi, plain.noise_hu)
+    shape = ct.PhantomVariation(spleen_wraps=(0.0, 1.0), diaphragm_rises_mm=(0.0, 50.0))
+    shaped = [ct.phantom_params(seed, shape) for seed in range(1000, 1020)]
+    wraps, rises = [p.spleen_wrap for p in shaped], [p.diaphragm_rise_mm for p in shaped]
+    assert all(0.0 <= w <= 1.0 for w in wraps) and max(wraps) - min(wraps) > 0.5
+    assert all(0.0 <= r <= 50.0 for r in rises) and max(rises) - min(rises) > 20
+    assert (plain.spleen_wrap, plain.diaphragm_rise_mm) == (0.0, 0.0)
+    assert shaped[0].spleen_scale == 1.0, "only the named fields vary"
     ct.cached_examples([1000], tmp_path, spacing_mm=8.0, variation=both)
     ct.cached_examples([1000], tmp_path, spacing_mm=8.0)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ct_phantom_1000_8mm.npz",
                                                           "ct_phantom_1000_8mm_spleen0.8-1.6_wall0-3.npz"]
     stage = {"steps": 10, "config": {"spacing_mm": 3.0, "spleen_scales": [0.8, 1.6], "aortic_walls_mm": [0, 3]}}
     assert "spleens 0.8-1.6x the mean size, aortic walls 0-3 mm with calcified plaques)" in ct._stage_text(stage)
+    stage["config"].update(spleen_wraps=[0, 1], diaphragm_rises_mm=[0, 50])
+    assert ("spleens reaching 0-1 of the way along the left wall, diaphragm and lung bases 0-50 mm higher)"
+            in ct._stage_text(stage))
 
 
 def test_class_weights_and_batch_dice_reach_the_training_loss(ct):

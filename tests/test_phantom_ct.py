@@ -318,6 +318,10 @@ def test_params_are_validated():
         PhantomParams(seed=0, spleen_scale=3)
     with pytest.raises(PlannerError, match="aortic_wall_mm=6"):
         PhantomParams(seed=0, aortic_wall_mm=6)
+    with pytest.raises(PlannerError, match="spleen_wrap=1.5"):
+        PhantomParams(seed=0, spleen_wrap=1.5)
+    with pytest.raises(PlannerError, match="diaphragm_rise_mm=70"):
+        PhantomParams(seed=0, diaphragm_rise_mm=70)
     with pytest.raises(PlannerError, match="spacing"):
         make_ct_phantom(0, spacing_mm=(0, 3, 3))
 
@@ -334,6 +338,47 @@ def test_spleen_scale_grows_the_spleen_and_leaves_the_distant_anatomy():
     assert np.array_equal(right[0], right[1]) and np.array_equal(right[1], right[2])
     default = make_ct_phantom(3, spacing_mm=(4, 4, 4)).labels.array
     assert int((default == label_of("spleen")).sum()) == sizes[1], "scale 1 is the phantom without the setting"
+
+
+def test_spleen_wrap_lays_the_spleen_along_the_left_wall_and_leaves_the_rest():
+    """A wrapping spleen adds a shell under the left posterolateral wall, round towards the front
+    as ``wrap`` grows; the right side and the spine are the same phantom."""
+    from scipy import ndimage
+
+    phantoms = {wrap: make_ct_phantom(PhantomParams(seed=3, spleen_wrap=wrap), spacing_mm=(4, 4, 4))
+                for wrap in (0.0, 0.5, 1.0)}
+    labels = {wrap: ph.labels.array for wrap, ph in phantoms.items()}
+    spleen = {wrap: lab == label_of("spleen") for wrap, lab in labels.items()}
+    sizes = [int(spleen[w].sum()) for w in (0.0, 0.5, 1.0)]
+    assert sizes[0] < sizes[1] < sizes[2] and sizes[2] > 2 * sizes[0], sizes
+    default = make_ct_phantom(3, spacing_mm=(4, 4, 4)).labels.array
+    assert np.array_equal(default, labels[0.0]), "wrap 0 is the phantom without the setting"
+    for name in ("kidney_right", "vertebra_T12", "aorta"):
+        assert np.array_equal(labels[0.0] == label_of(name), labels[1.0] == label_of(name)), name
+    ph = phantoms[1.0]
+    # on the slice through the T12 body the spleen touches the body wall behind and beside it
+    k = int(round(float(ph.image.lps_to_index(np.array([0.0, 0.0, ph.landmarks["T12"][2]]))[0])))
+    body_wall = np.isin(labels[1.0][k], [label_of(n) for n in ("muscle", "ribs", "subcutaneous_fat")])
+    touching = spleen[1.0][k] & ndimage.binary_dilation(body_wall, iterations=2)
+    assert touching.sum() > 10, "the wrapped spleen lies against the wall"
+    ys, xs = np.nonzero(spleen[1.0][k])
+    centre = ph.image.lps_to_index(np.array([ph.landmarks["T12"]]))[0]
+    assert (xs > centre[2]).all(), "the spleen stays on the left"
+    front = lambda m: np.nonzero(m.any(axis=1))[0].min()  # noqa: E731 - most anterior row
+    assert front(spleen[1.0][k]) < front(spleen[0.0][k]) - 3, "wrap 1 reaches further forward"
+
+
+def test_diaphragm_rise_lifts_the_lung_bases_and_leaves_the_rest():
+    """A higher diaphragm takes lung out of the lower slices and keeps the skeleton and kidneys."""
+    low = make_ct_phantom(PhantomParams(seed=5), spacing_mm=(4, 4, 4))
+    high = make_ct_phantom(PhantomParams(seed=5, diaphragm_rise_mm=50.0), spacing_mm=(4, 4, 4))
+    lung_slices = [np.nonzero((ph.labels.array == label_of("lungs")).any(axis=(1, 2)))[0] for ph in (low, high)]
+    assert lung_slices[1].min() >= lung_slices[0].min() + 50 / 4 - 2, "lung bases 50 mm higher"
+    k = int(round(float(low.image.lps_to_index(np.array([0.0, 0.0, low.landmarks["T12"][2]]))[0])))
+    assert (low.labels.array[k] == label_of("lungs")).any() and not (high.labels.array[k] == label_of("lungs")).any()
+    assert high.details["costophrenic_recess_z_mm"] > low.details["costophrenic_recess_z_mm"] + 49
+    for name in ("vertebra_T12", "kidney_left", "kidney_right", "aorta"):
+        assert np.array_equal(low.labels.array == label_of(name), high.labels.array == label_of(name)), name
 
 
 def test_aortic_wall_darkens_the_aortic_rim_only():
