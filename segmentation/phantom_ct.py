@@ -97,6 +97,7 @@ KIDNEY_MEDULLA_HU = 140.0
 BILE_HU = 8.0  # gallbladder bile, water-like
 HEPATIC_VEIN_HU = 165.0  # opacified in the portal-venous phase
 STOOL_HU = -40.0  # faeces: mixed fat, water and gas
+COSTAL_CARTILAGE_HU = 140.0  # hyaline cartilage, partly calcified in adults
 
 FOV_XY_MM = 384.0
 FOV_Z_MM = 360.0
@@ -141,6 +142,9 @@ class PhantomParams:
         diaphragm_rise_mm: how much higher the diaphragm domes and the costophrenic recess
             sit than drawn from the seed (0..60 mm), so that T11-T12 slices can hold no lung,
             as in expiration or a full abdomen.
+        upper_ribs: how many ribs above the 10th to draw (0..3, rounded: the 9th, 8th and 7th,
+            their anterior ends costal cartilage), for the full lower rib cage round the upper
+            abdomen.
     """
 
     seed: int
@@ -152,6 +156,7 @@ class PhantomParams:
     aortic_wall_mm: float = 0.0
     spleen_wrap: float = 0.0
     diaphragm_rise_mm: float = 0.0
+    upper_ribs: float = 0.0
 
     def __post_init__(self) -> None:
         if not 14.0 <= float(self.bmi) <= 50.0:
@@ -172,6 +177,8 @@ class PhantomParams:
             raise PlannerError(f"phantom spleen_wrap={self.spleen_wrap} must be 0..1 (0 = the free crescent)")
         if not 0.0 <= float(self.diaphragm_rise_mm) <= 60.0:
             raise PlannerError(f"phantom diaphragm_rise_mm={self.diaphragm_rise_mm} must be 0..60 mm")
+        if not 0.0 <= float(self.upper_ribs) <= 3.0:
+            raise PlannerError(f"phantom upper_ribs={self.upper_ribs} must be 0..3 (ribs above the 10th)")
 
 
 @dataclass(frozen=True)
@@ -872,7 +879,8 @@ def make_ct_phantom(params: PhantomParams | int,
         ren[side] = o
 
     # ---------------------------------------------------------------- bone
-    _paint_ribs(g, rng, spine, torso)
+    _paint_ribs(g, rng, spine, torso, int(round(params.upper_ribs)),
+                np.random.default_rng([int(params.seed), 71]))
     _paint_pelvis(g, rng, spine, torso, z_field_bot)
     z_conus = inf["L1"] - rng.uniform(-8, 10)
     _paint_vertebrae(g, spine, z_field_bot, z_field_top, z_conus)
@@ -1211,27 +1219,58 @@ def _paint_crura(g: _Grid, rng, spine: _Spine, x_a, y_a, r_a, z_mal, z_c) -> Non
                                                      "liver", "stomach"))
 
 
-def _paint_ribs(g: _Grid, rng, spine: _Spine, torso: _Torso) -> None:
-    """Ribs 10-12 both sides: from the costovertebral joint around the wall, descending."""
+def _paint_ribs(g: _Grid, rng, spine: _Spine, torso: _Torso, upper: int = 0,
+                upper_rng: np.random.Generator | None = None) -> None:
+    """Ribs 10-12 both sides: from the costovertebral joint around the wall, descending.
+
+    ``upper`` (0-3) adds ribs 9, 8 and 7 above them (drawn from ``upper_rng``), whose anterior
+    thirds are costal cartilage sweeping down to the costal margin: the lower rib cage that
+    surrounds the real upper abdomen at T11-T12 (the plain phantom draws ribs 10-12 only)."""
     for n, lev, theta_end, drop in ((10, "T10", 150.0, 105.0), (11, "T11", 118.0, 85.0),
                                     (12, "T12", 80.0, 55.0)):
         theta_end += rng.uniform(-10, 10)
         drop *= rng.uniform(0.85, 1.15)
         z0 = spine.mid(lev) + 0.3 * spine.height(lev)
         for sgn in (1.0, -1.0):
-            th = np.deg2rad(np.linspace(22.0, theta_end, 40))
-            z = z0 - drop * ((th - th[0]) / (th[-1] - th[0])) ** 1.3
-            a, bant, bpost = torso.dims(z, "cavity")
-            b = np.where(th < np.pi / 2, bpost, bant)
-            x = sgn * (a + 4.0) * np.sin(th)
-            y = (b + 3.0) * np.cos(th)
-            head = np.array([spine.xc(z0) + sgn * (spine.w(z0) / 2 + 2),
-                             spine.yc(z0) + spine.d(z0) * 0.35, z0 + 3])
-            neck = np.array([spine.xc(z0) + sgn * (spine.w(z0) / 2 + 22),
-                             spine.yc(z0) + spine.d(z0) / 2 + spine.canal_d + 4, z0 + 1])
-            pts = np.vstack([head, neck, np.stack([x, y, z], axis=1)[2:]])
-            box, m = g.tube(_smooth_curve(pts[::3] if len(pts) > 8 else pts, 12), 5.0)
+            box, m = g.tube(_smooth_curve(_rib_points(spine, torso, z0, theta_end, drop, sgn), 12), 5.0)
             g.paint("ribs", m, box)
+    if upper <= 0:
+        return
+    rng_up = upper_rng if upper_rng is not None else rng
+    step = spine.height("T10") + 5.0  # one vertebral body and disc per level above T10
+    for n, theta_end, drop in ((9, 158.0, 118.0), (8, 165.0, 112.0), (7, 172.0, 100.0))[:upper]:
+        theta_end += rng_up.uniform(-5, 5)
+        drop *= rng_up.uniform(0.85, 1.15)
+        z0 = spine.mid("T10") + (10 - n) * step + 0.3 * spine.height("T10")
+        for sgn in (1.0, -1.0):
+            pts = _rib_points(spine, torso, z0, theta_end, drop, sgn)
+            box, m = g.tube(_smooth_curve(pts, 12), 5.0)
+            g.paint("ribs", m, box)
+            cartilage = _rib_points(spine, torso, z0, theta_end, drop, sgn, theta_from=120.0, joint=False)
+            box, m = g.tube(_smooth_curve(cartilage, 8), 5.5)
+            g.paint("ribs", m, box)
+            g.hu_marks.append((box, m, "ribs", "cartilage"))
+
+
+def _rib_points(spine: _Spine, torso: _Torso, z0: float, theta_end: float, drop: float, sgn: float,
+                theta_from: float = 22.0, joint: bool = True) -> np.ndarray:
+    """Control points of one rib from its head at ``z0`` round the cavity wall to ``theta_end``
+    degrees (0 = posterior, 180 = anterior), ``drop`` mm lower at the end; ``theta_from`` and
+    ``joint=False`` give only the part beyond ``theta_from`` (the costal cartilage)."""
+    th_all = np.deg2rad(np.linspace(22.0, theta_end, 40))
+    z_all = z0 - drop * ((th_all - th_all[0]) / (th_all[-1] - th_all[0])) ** 1.3
+    keep = th_all >= np.deg2rad(theta_from)
+    th, z = th_all[keep], z_all[keep]
+    a, bant, bpost = torso.dims(z, "cavity")
+    b = np.where(th < np.pi / 2, bpost, bant)
+    curve = np.stack([sgn * (a + 4.0) * np.sin(th), (b + 3.0) * np.cos(th), z], axis=1)
+    if not joint:
+        return curve[::3] if len(curve) > 8 else curve
+    head = np.array([spine.xc(z0) + sgn * (spine.w(z0) / 2 + 2), spine.yc(z0) + spine.d(z0) * 0.35, z0 + 3])
+    neck = np.array([spine.xc(z0) + sgn * (spine.w(z0) / 2 + 22),
+                     spine.yc(z0) + spine.d(z0) / 2 + spine.canal_d + 4, z0 + 1])
+    pts = np.vstack([head, neck, curve[2:]])
+    return pts[::3] if len(pts) > 8 else pts
 
 
 def _paint_pelvis(g: _Grid, rng, spine: _Spine, torso: _Torso, z_bot: float) -> None:
@@ -1422,6 +1461,8 @@ def _render_hu(g: _Grid, rng, params: PhantomParams, stomach_gas: np.ndarray) ->
             sub[sel] = BILE_HU + 4.0 * smooth[box][sel]
         elif kind == "hepatic_vein":
             sub[sel] = HEPATIC_VEIN_HU + 5.0 * smooth[box][sel]
+        elif kind == "cartilage":
+            sub[sel] = COSTAL_CARTILAGE_HU + 30.0 * smooth[box][sel]  # patchy calcification
         elif kind == "stool":
             sub[sel] = STOOL_HU + 45.0 * smooth[box][sel]  # mottled faeces
             colon[box] |= sel

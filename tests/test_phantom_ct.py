@@ -322,6 +322,8 @@ def test_params_are_validated():
         PhantomParams(seed=0, spleen_wrap=1.5)
     with pytest.raises(PlannerError, match="diaphragm_rise_mm=70"):
         PhantomParams(seed=0, diaphragm_rise_mm=70)
+    with pytest.raises(PlannerError, match="upper_ribs=4"):
+        PhantomParams(seed=0, upper_ribs=4)
     with pytest.raises(PlannerError, match="spacing"):
         make_ct_phantom(0, spacing_mm=(0, 3, 3))
 
@@ -379,6 +381,25 @@ def test_diaphragm_rise_lifts_the_lung_bases_and_leaves_the_rest():
     assert high.details["costophrenic_recess_z_mm"] > low.details["costophrenic_recess_z_mm"] + 49
     for name in ("vertebra_T12", "kidney_left", "kidney_right", "aorta"):
         assert np.array_equal(low.labels.array == label_of(name), high.labels.array == label_of(name)), name
+
+
+def test_upper_ribs_close_the_rib_cage_round_the_upper_abdomen():
+    """Ribs 7-9 add bone and anterior costal cartilage at T11 without moving the organs."""
+    plain = make_ct_phantom(PhantomParams(seed=6), spacing_mm=(3, 3, 3))
+    caged = make_ct_phantom(PhantomParams(seed=6, upper_ribs=3), spacing_mm=(3, 3, 3))
+    ribs0, ribs3 = (ph.labels.array == label_of("ribs") for ph in (plain, caged))
+    assert ribs3.sum() > 1.5 * ribs0.sum() and (ribs0 & ~ribs3).sum() == 0
+    k = int(round(float(plain.image.lps_to_index(np.array([0.0, 0.0, plain.landmarks["T11"][2]]))[0])))
+    centre_row = plain.image.lps_to_index(np.array([plain.landmarks["T11"]]))[0][1]
+    rows = np.nonzero(ribs3[k])[0]
+    assert (rows < centre_row - 20).sum() > (np.nonzero(ribs0[k])[0] < centre_row - 20).sum() + 10, \
+        "ribs 60 mm and more in front of the vertebral body"
+    added = ribs3 & ~ribs0
+    hu = caged.image.array[added].astype(float)
+    assert 80 < np.median(hu) < 220, "the added ribs' anterior ends are cartilage, not cortical bone"
+    for name in ("spleen", "liver", "aorta", "kidney_left"):
+        a, b = (ph.labels.array == label_of(name) for ph in (plain, caged))
+        assert (a ^ b).sum() <= 0.005 * a.sum(), name
 
 
 def test_aortic_wall_darkens_the_aortic_rim_only():
