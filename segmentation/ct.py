@@ -188,6 +188,8 @@ VARIED_FIELDS: tuple[_VariedField, ...] = (
                  "diaphragm rises in mm within 0..60", "diaphragm and lung bases {low:g}-{high:g} mm higher"),
     _VariedField("upper_rib_counts", "upper_ribs", 71, "ribs", 0.0, 3.0,
                  "numbers of ribs above the 10th within 0..3", "{low:g}-{high:g} ribs above the 10th with costal cartilage"),
+    _VariedField("stomach_foods", "stomach_food", 81, "food", 0.0, 1.0,
+                 "fractions of the stomach filled with food within 0..1", "stomachs {low:g}-{high:g} full of food"),
 )
 
 
@@ -197,7 +199,7 @@ class PhantomVariation:
 
     Each draw comes from its own random stream, so a varied phantom differs from the plain one of
     the same seed only in what is varied; ``None`` keeps the default (mean free spleen, no aortic wall,
-    the diaphragm as drawn, ribs 10-12 only).
+    the diaphragm as drawn, ribs 10-12 only, a fasting stomach).
     """
 
     spleen_scales: tuple[float, float] | None = None
@@ -205,6 +207,7 @@ class PhantomVariation:
     spleen_wraps: tuple[float, float] | None = None
     diaphragm_rises_mm: tuple[float, float] | None = None
     upper_rib_counts: tuple[float, float] | None = None
+    stomach_foods: tuple[float, float] | None = None
 
     def draw(self, seed: int) -> dict[str, float]:
         """The varied :class:`~segmentation.phantom_ct.PhantomParams` fields for ``seed``."""
@@ -223,7 +226,7 @@ class PhantomVariation:
 
 def phantom_params(seed: int, variation: PhantomVariation | None = None) -> Any:
     """Phantom parameters drawn from ``seed``: BMI 17-40, a tumour in about a third of cases, and
-    whatever ``variation`` draws (spleen size and shape, aortic wall, diaphragm height, upper ribs)."""
+    whatever ``variation`` draws (spleen size and shape, aortic wall, diaphragm height, upper ribs, stomach contents)."""
     from segmentation.phantom_ct import PhantomParams
 
     rng = np.random.default_rng(seed + 7919)
@@ -461,6 +464,7 @@ class CTTrainConfig:
     spleen_wraps: tuple[float, float] | None = None
     diaphragm_rises_mm: tuple[float, float] | None = None
     upper_rib_counts: tuple[float, float] | None = None
+    stomach_foods: tuple[float, float] | None = None
     bundle: dict[str, Any] = field(default_factory=dict)
     data_dir: str = ""
 

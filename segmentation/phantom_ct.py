@@ -97,6 +97,7 @@ KIDNEY_MEDULLA_HU = 140.0
 BILE_HU = 8.0  # gallbladder bile, water-like
 HEPATIC_VEIN_HU = 165.0  # opacified in the portal-venous phase
 STOOL_HU = -40.0  # faeces: mixed fat, water and gas
+FOOD_HU = 40.0  # stomach contents after a meal
 COSTAL_CARTILAGE_HU = 140.0  # hyaline cartilage, partly calcified in adults
 
 FOV_XY_MM = 384.0
@@ -145,6 +146,8 @@ class PhantomParams:
         upper_ribs: how many ribs above the 10th to draw (0..3, rounded: the 9th, 8th and 7th,
             their anterior ends costal cartilage), for the full lower rib cage round the upper
             abdomen.
+        stomach_food: fraction (0..1) of the stomach's lumen, from its dependent side, filled with
+            mottled food rather than fluid (0 = a fasting stomach).
     """
 
     seed: int
@@ -157,6 +160,7 @@ class PhantomParams:
     spleen_wrap: float = 0.0
     diaphragm_rise_mm: float = 0.0
     upper_ribs: float = 0.0
+    stomach_food: float = 0.0
 
     def __post_init__(self) -> None:
         if not 14.0 <= float(self.bmi) <= 50.0:
@@ -179,6 +183,8 @@ class PhantomParams:
             raise PlannerError(f"phantom diaphragm_rise_mm={self.diaphragm_rise_mm} must be 0..60 mm")
         if not 0.0 <= float(self.upper_ribs) <= 3.0:
             raise PlannerError(f"phantom upper_ribs={self.upper_ribs} must be 0..3 (ribs above the 10th)")
+        if not 0.0 <= float(self.stomach_food) <= 1.0:
+            raise PlannerError(f"phantom stomach_food={self.stomach_food} must be 0..1 (0 = fasting)")
 
 
 @dataclass(frozen=True)
@@ -700,7 +706,7 @@ def make_ct_phantom(params: PhantomParams | int,
     del retro
 
     _paint_bowel(g, rng, spine, torso, abdomen, kid, z_s, x_a, y_a, r_a)
-    stomach_gas = _paint_stomach(g, rng, spine, abdomen, x_a, y_a, r_a, z_c)
+    stomach_gas = _paint_stomach(g, rng, spine, abdomen, x_a, y_a, r_a, z_c, float(params.stomach_food))
     _paint_liver(g, rng, spine, abdomen, cav & below_dia, z_top)
     spleen_hilum = _paint_spleen(g, rng, spine, cav & below_dia & ~periaortic, float(params.spleen_scale),
                                  float(params.spleen_wrap))
@@ -969,8 +975,11 @@ def _paint_bowel(g: _Grid, rng, spine: _Spine, torso: _Torso, abdomen: np.ndarra
     g.paint("bowel", m & abdomen[box], box)
 
 
-def _paint_stomach(g: _Grid, rng, spine: _Spine, abdomen, x_a, y_a, r_a, z_c) -> np.ndarray:
-    """Stomach from the oesophagus/fundus to the pylorus; returns its gas mask (full grid)."""
+def _paint_stomach(g: _Grid, rng, spine: _Spine, abdomen, x_a, y_a, r_a, z_c, food: float = 0.0) -> np.ndarray:
+    """Stomach from the oesophagus/fundus to the pylorus; returns its gas mask (full grid).
+
+    ``food`` (0..1) is the fraction of the lumen, from the dependent (posterior) side, that holds
+    mottled food instead of fluid, as in a patient who has eaten."""
     z_top = spine.sup["T10"]
     za = z_top - 4
     eso = np.array([x_a(za) - 8, y_a(za) - r_a(za) - 9, z_top + 10])
@@ -993,6 +1002,9 @@ def _paint_stomach(g: _Grid, rng, spine: _Spine, abdomen, x_a, y_a, r_a, z_c) ->
         ys = np.broadcast_to(Yb, st.shape)[st]
         level = np.quantile(ys, rng.uniform(0.15, 0.35))  # air-fluid level (supine: anterior gas)
         gas[box] = st & (Yb < level) & ndimage.binary_erosion(st)
+        if food > 0:
+            food_level = np.quantile(ys, 1.0 - food)
+            g.hu_marks.append((box, st & (Yb >= food_level) & ~gas[box], "stomach", "food"))
     return gas
 
 
@@ -1461,6 +1473,8 @@ def _render_hu(g: _Grid, rng, params: PhantomParams, stomach_gas: np.ndarray) ->
             sub[sel] = BILE_HU + 4.0 * smooth[box][sel]
         elif kind == "hepatic_vein":
             sub[sel] = HEPATIC_VEIN_HU + 5.0 * smooth[box][sel]
+        elif kind == "food":
+            sub[sel] = FOOD_HU + 45.0 * smooth[box][sel]  # mixed meal: fat, water, protein
         elif kind == "cartilage":
             sub[sel] = COSTAL_CARTILAGE_HU + 30.0 * smooth[box][sel]  # patchy calcification
         elif kind == "stool":

@@ -420,6 +420,8 @@ def test_training_patch_and_start_weights_are_checked_in_the_config(ct):
         ct.CTTrainConfig.from_mapping({"task": "ct_phantom", "diaphragm_rises_mm": [0, 80]})
     with pytest.raises(ModelError, match=r"upper_rib_counts = \[0, 5\]: give \[low, high\] numbers of ribs above"):
         ct.CTTrainConfig.from_mapping({"task": "ct_phantom", "upper_rib_counts": [0, 5]})
+    with pytest.raises(ModelError, match=r"stomach_foods = \[0, 2\]: give \[low, high\] fractions of the stomach"):
+        ct.CTTrainConfig.from_mapping({"task": "ct_phantom", "stomach_foods": [0, 2]})
     cfg = ct.CTTrainConfig.from_mapping({"task": "ct_phantom", "spleen_scales": [0.8, 1.6], "aortic_walls_mm": [0, 3],
                                          "spleen_wraps": [0, 1], "diaphragm_rises_mm": [0, 50]})
     assert cfg.variation() == ct.PhantomVariation(spleen_scales=(0.8, 1.6), aortic_walls_mm=(0.0, 3.0),
@@ -452,9 +454,10 @@ def test_varied_phantoms_draw_per_seed_into_their_own_cache_files(ct, tmp_path):
                                                           "ct_phantom_1000_8mm_spleen0.8-1.6_wall0-3.npz"]
     stage = {"steps": 10, "config": {"spacing_mm": 3.0, "spleen_scales": [0.8, 1.6], "aortic_walls_mm": [0, 3]}}
     assert "spleens 0.8-1.6x the mean size, aortic walls 0-3 mm with calcified plaques)" in ct._stage_text(stage)
-    stage["config"].update(spleen_wraps=[0, 1], diaphragm_rises_mm=[0, 50], upper_rib_counts=[0, 3])
+    stage["config"].update(spleen_wraps=[0, 1], diaphragm_rises_mm=[0, 50], upper_rib_counts=[0, 3],
+                           stomach_foods=[0, 0.8])
     assert ("spleens reaching 0-1 of the way along the left wall, diaphragm and lung bases 0-50 mm higher, "
-            "0-3 ribs above the 10th with costal cartilage)" in ct._stage_text(stage))
+            "0-3 ribs above the 10th with costal cartilage, stomachs 0-0.8 full of food)" in ct._stage_text(stage))
 
 
 def test_class_weights_and_batch_dice_reach_the_training_loss(ct):

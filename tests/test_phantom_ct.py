@@ -324,6 +324,8 @@ def test_params_are_validated():
         PhantomParams(seed=0, diaphragm_rise_mm=70)
     with pytest.raises(PlannerError, match="upper_ribs=4"):
         PhantomParams(seed=0, upper_ribs=4)
+    with pytest.raises(PlannerError, match="stomach_food=-0.1"):
+        PhantomParams(seed=0, stomach_food=-0.1)
     with pytest.raises(PlannerError, match="spacing"):
         make_ct_phantom(0, spacing_mm=(0, 3, 3))
 
@@ -400,6 +402,24 @@ def test_upper_ribs_close_the_rib_cage_round_the_upper_abdomen():
     for name in ("spleen", "liver", "aorta", "kidney_left"):
         a, b = (ph.labels.array == label_of(name) for ph in (plain, caged))
         assert (a ^ b).sum() <= 0.005 * a.sum(), name
+
+
+def test_stomach_food_mottles_the_dependent_stomach_only():
+    """Food changes the stomach's image (denser and mottled behind, fluid in front), not its label
+    or anything outside it."""
+    fasting = make_ct_phantom(PhantomParams(seed=7), spacing_mm=(3, 3, 3))
+    fed = make_ct_phantom(PhantomParams(seed=7, stomach_food=0.7), spacing_mm=(3, 3, 3))
+    lab = fasting.labels.array
+    assert np.array_equal(lab, fed.labels.array)
+    stomach = lab == label_of("stomach")
+    hu0, hu1 = fasting.image.array.astype(float), fed.image.array.astype(float)
+    soft0, soft1 = stomach & (hu0 > -200), stomach & (hu1 > -200)
+    assert np.percentile(hu1[soft1], 75) > np.percentile(hu0[soft0], 75) + 15, "food is denser than fluid"
+    assert hu1[soft1].std() > 1.3 * hu0[soft0].std(), "food is mottled"
+    from scipy import ndimage
+
+    far = ndimage.distance_transform_edt(~stomach, sampling=(3, 3, 3)) > 6
+    assert np.array_equal(hu0[far], hu1[far])
 
 
 def test_aortic_wall_darkens_the_aortic_rim_only():
