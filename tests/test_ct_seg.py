@@ -396,6 +396,20 @@ def test_missing_model_card_history_is_refused_before_training(tmp_path, capsys)
     assert not out.exists() and not (tmp_path / "cache").exists(), "nothing trained or generated"
 
 
+def test_every_ct_training_config_in_the_repository_is_valid(ct):
+    """The experiment configs (and their model-card history files) parse, so a recorded run can be rerun."""
+    import yaml
+
+    configs = sorted((ROOT / "segmentation" / "configs").glob("ct_*.yaml"))
+    assert len(configs) >= 6
+    for path in configs:
+        raw = yaml.safe_load(path.read_text())
+        cfg = ct.CTTrainConfig.from_mapping(raw)
+        assert cfg.task == "ct_phantom", path.name
+        history = (cfg.bundle or {}).get("history")
+        assert history is None or (path.parent / history).is_file(), path.name
+
+
 def test_training_patch_and_start_weights_are_checked_in_the_config(ct):
     with pytest.raises(ModelError, match=r"patch = \[40, 48, 48\].*multiple of 16"):
         ct.CTTrainConfig.from_mapping({"task": "ct_phantom", "patch": [40, 48, 48]})
