@@ -465,6 +465,7 @@ class CTTrainConfig:
     diaphragm_rises_mm: tuple[float, float] | None = None
     upper_rib_counts: tuple[float, float] | None = None
     stomach_foods: tuple[float, float] | None = None
+    blend_with_start: float = 0.0
     bundle: dict[str, Any] = field(default_factory=dict)
     data_dir: str = ""
 
@@ -498,6 +499,13 @@ class CTTrainConfig:
                     raise ModelError(f"CT training setting {f.setting} = {values!r}: give [low, high] {f.meaning}, "
                                      f"low first, or leave it out")
                 cfg = dataclasses.replace(cfg, **{f.setting: (float(values[0]), float(values[1]))})
+        share = cfg.blend_with_start
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0.0 <= share < 1.0:
+            raise ModelError(f"CT training setting blend_with_start = {share!r}: give the share of the start "
+                             f"weights in the bundled weights, 0 (none) up to but not 1")
+        if share > 0 and not cfg.init_from:
+            raise ModelError(f"CT training setting blend_with_start = {share}: blending needs start weights; "
+                             f"give init_from (the bundle the run fine-tunes)")
         for key in ("patch", "infer_roi"):
             size = getattr(cfg, key)
             if len(size) != 3 or any(v < 16 or v % 16 for v in size):
@@ -737,6 +745,7 @@ def _start_network(cfg: CTTrainConfig) -> tuple[torch.nn.Module, dict[str, Any]]
                  "model_sha256": source.ours.get("model_sha256"), "steps": previous.get("steps"),
                  "train_seconds": previous.get("train_seconds"), "spacing_mm": source.ours.get("model_spacing_mm"),
                  "config": previous.get("config", {}), "comparison": previous.get("comparison", {}),
+                 "blended_with_start": previous.get("blended_with_start"),
                  "initialised_from": previous.get("initialised_from")}
 
 
@@ -1183,6 +1192,9 @@ def write_ct_bundle(bundle_dir: str | Path, run_dir: str | Path, cfg: CTTrainCon
     target, args = network_def(summary["network"])
     net = locate_network(target, args)
     net.load_state_dict(torch.load(run / "model.pt", map_location="cpu", weights_only=True))
+    if cfg.blend_with_start > 0:
+        blend_with_start(net, cfg)
+        summary["blended_with_start"] = cfg.blend_with_start
     net.eval()
     spec = cfg.spec()
     held_out = evaluate_held_out(net, cfg.test_seeds, spec)
@@ -1196,6 +1208,22 @@ def write_ct_bundle(bundle_dir: str | Path, run_dir: str | Path, cfg: CTTrainCon
     return write_bundle(bundle_dir, state_dict=net.state_dict(), network_def={"_target_": target, **args},
                         metadata=meta, model_card=card, inference_extra=inference_extra(cfg),
                         extra_docs={"evaluation.json": json.dumps(evaluation, indent=2, default=str) + "\n"})
+
+
+def blend_with_start(net: torch.nn.Module, cfg: CTTrainConfig) -> None:
+    """Move a fine-tuned ``net`` back towards the weights it started from (``init_from``, checked
+    against ``init_sha256``): each weight becomes ``share * start + (1 - share) * fine-tuned``.
+
+    Why: fine-tuning on phantoms fits the phantoms and can lose what the start weights did well on
+    patients; interpolating the weights keeps much of both (WiSE-FT, Wortsman et al., CVPR 2022).
+    """
+    share = float(cfg.blend_with_start)
+    start, _ = _start_network(cfg)
+    start_state = start.state_dict()
+    with torch.no_grad():
+        for name, tensor in net.state_dict().items():
+            if tensor.is_floating_point():
+                tensor.copy_(share * start_state[name].to(tensor.dtype) + (1.0 - share) * tensor)
 
 
 def locate_network(target: str, args: Mapping[str, Any]) -> torch.nn.Module:
@@ -1256,9 +1284,12 @@ def _stage_text(stage: Mapping[str, Any]) -> str:
     loss += ", Dice over the batch" if c.get("batch_dice") else ""
     phantoms = "".join(", " + f.card.format(low=c[f.setting][0], high=c[f.setting][1])
                        for f in VARIED_FIELDS if c.get(f.setting))
+    share = stage.get("blended_with_start")
+    blend = (f"; weights then blended {float(share):g} of the way back to the start weights (WiSE-FT)"
+             if share else "")
     return (f"{stage.get('steps')} steps on a {float(c.get('spacing_mm', 0)):g} mm grid (batch of "
             f"{c.get('samples_per_phantom')}{patch} patches, lr {float(c.get('lr', 0)):g}{loss}{phantoms}), "
-            f"{(stage.get('train_seconds') or 0) / 60:.0f} min")
+            f"{(stage.get('train_seconds') or 0) / 60:.0f} min{blend}")
 
 
 def _training_text(summary: Mapping[str, Any]) -> str:

@@ -380,6 +380,33 @@ def test_fine_tuning_continues_the_bundle_network_and_records_its_weights(tmp_pa
     assert float(torch.corrcoef(torch.stack([a, b]))[0, 1]) > 0.99, "fine-tuned weights stay near the start"
 
 
+@pytest.mark.slow
+def test_bundle_of_a_blended_fine_tune_holds_the_blend_of_start_and_tuned_weights(tmp_path, shipped, ct):
+    """``blend_with_start``: the bundled weights lie the given share of the way back to the start
+    weights (WiSE-FT), and the card says so; the run's own model.pt stays the fine-tuned one."""
+    import torch
+
+    from segmentation.bundle import read_bundle
+
+    out, bundle_dir = tmp_path / "run", tmp_path / "bundle"
+    cfg_text = _fine_tune_config(tmp_path, "blend_with_start: 0.25\ntest_seeds: [5004]\nlr: 0.05\n").read_text()
+    cfg = tmp_path / "blend.yaml"
+    cfg.write_text(cfg_text.replace("train_steps: 1", "train_steps: 4"))
+    assert main(["train", str(cfg), "--out", str(out), "--bundle", str(bundle_dir)]) == 0
+    start = {k: v.float() for k, v in shipped.load_network().state_dict().items()}
+    tuned = torch.load(out / "model.pt", weights_only=True)
+    bundled = read_bundle(bundle_dir).load_network().state_dict()
+    key = next(k for k in start if k.endswith("weight") and start[k].ndim == 5)
+    expected = 0.25 * start[key] + 0.75 * tuned[key].float()
+    moved = (tuned[key].float() - start[key]).abs().max()
+    assert moved > 0.01, "the run moved the weights"
+    assert (bundled[key].float() - expected).abs().max() < 0.05 * moved, "bundle = blend (stored as float16)"
+    card = (bundle_dir / "docs" / "README.md").read_text()
+    assert "weights then blended 0.25 of the way back to the start weights (WiSE-FT)" in card
+    training = json.loads((bundle_dir / "docs" / "evaluation.json").read_text())["training"]
+    assert training["blended_with_start"] == 0.25
+
+
 def test_fine_tuning_from_other_weights_than_the_config_names_is_refused(tmp_path, capsys):
     cfg = _fine_tune_config(tmp_path, "init_sha256: '" + "f" * 64 + "'\n")
     assert main(["train", str(cfg), "--out", str(tmp_path / "run")]) == 2
@@ -436,6 +463,12 @@ def test_training_patch_and_start_weights_are_checked_in_the_config(ct):
         ct.CTTrainConfig.from_mapping({"task": "ct_phantom", "upper_rib_counts": [0, 5]})
     with pytest.raises(ModelError, match=r"stomach_foods = \[0, 2\]: give \[low, high\] fractions of the stomach"):
         ct.CTTrainConfig.from_mapping({"task": "ct_phantom", "stomach_foods": [0, 2]})
+    for bad in (1.0, -0.1, "half", True):
+        with pytest.raises(ModelError, match=r"blend_with_start = .*: give the share of the start weights"):
+            ct.CTTrainConfig.from_mapping({"task": "ct_phantom", "init_from": "ct_abdomen_phantom",
+                                           "blend_with_start": bad})
+    with pytest.raises(ModelError, match=r"blend_with_start = 0.5: blending needs start weights; give init_from"):
+        ct.CTTrainConfig.from_mapping({"task": "ct_phantom", "blend_with_start": 0.5})
     cfg = ct.CTTrainConfig.from_mapping({"task": "ct_phantom", "spleen_scales": [0.8, 1.6], "aortic_walls_mm": [0, 3],
                                          "spleen_wraps": [0, 1], "diaphragm_rises_mm": [0, 50]})
     assert cfg.variation() == ct.PhantomVariation(spleen_scales=(0.8, 1.6), aortic_walls_mm=(0.0, 3.0),
