@@ -1317,7 +1317,9 @@ def model_card(summary: Mapping[str, Any], held_out: Mapping[str, Any], real: Ma
     if real is not None:
         real_rows = "\n".join(f"| {n} | {_fmt(d)} |" for n, d in real["dice"].items())
         real_text = (f"Series: {real['series']}; silver labels are TotalSegmentator v2 *model output*, mapped to "
-                     f"the vocabulary (vertebrae = T11 + T12).\n\n| structure | Dice |\n|---|---|\n{real_rows}\n")
+                     f"the vocabulary (vertebrae = T11 + T12). This one series also decided which candidate "
+                     f"models and inference settings shipped (see What was tried), so its figures are "
+                     f"optimistic for other patients.\n\n| structure | Dice |\n|---|---|\n{real_rows}\n")
     else:
         real_text = "The real series was not available when this card was written.\n"
     return f"""# ct_abdomen_phantom: abdominal CT segmentation trained on synthetic phantoms
