@@ -14,6 +14,7 @@ Our own fields sit in ``metadata["plexus_planner"]``: ``modality``, ``model_sha2
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -224,8 +225,10 @@ def write_bundle(root: str | Path, *, state_dict: Mapping[str, Any], network_def
         raise ModelError(f"network_def._target_ {network_def.get('_target_')!r} is not an allowed network")
     tensors = {k: (v.detach().half() if half and v.is_floating_point() else v.detach()).cpu().contiguous()
                for k, v in state_dict.items()}
+    buffer = io.BytesIO()  # not the temporary file: torch.save names the archive after it, so the sha256 would vary
+    torch.save(tensors, buffer)
     with atomic_output(out / WEIGHTS) as tmp:
-        torch.save(tensors, tmp)
+        tmp.write_bytes(buffer.getvalue())
     (out / WEIGHTS).chmod(0o644)
     meta = json.loads(json.dumps(dict(metadata)))
     meta.setdefault("schema", META_SCHEMA)

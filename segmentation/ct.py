@@ -1198,6 +1198,10 @@ def write_ct_bundle(bundle_dir: str | Path, run_dir: str | Path, cfg: CTTrainCon
     if cfg.blend_with_start > 0:
         blend_with_start(net, cfg)
         summary["blended_with_start"] = cfg.blend_with_start
+    with torch.no_grad():  # evaluate the weights as the bundle stores them (float16), not the run's float32
+        for tensor in net.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.copy_(tensor.half().float())
     net.eval()
     spec = cfg.spec()
     held_out = evaluate_held_out(net, cfg.test_seeds, spec)

@@ -293,6 +293,15 @@ def test_cli_batch_on_an_existing_scheduler(bundle, tmp_path, threaded_client, c
     assert "another plexplan batch is writing into this folder" in capsys.readouterr().err
 
 
+def test_the_same_weights_written_twice_have_the_same_sha256(tmp_path):
+    """A bundle's weights file depends on the weights only (not on the temporary file name), so
+    its sha256 identifies them."""
+    first = fx.write_tiny_bundle(tmp_path / "a" / "tiny_ct_test", seed=3)
+    second = fx.write_tiny_bundle(tmp_path / "b" / "tiny_ct_test", seed=3)
+    other = fx.write_tiny_bundle(tmp_path / "c" / "tiny_ct_test", seed=4)
+    assert first.ours["model_sha256"] == second.ours["model_sha256"] != other.ours["model_sha256"]
+
+
 def test_default_model_is_the_shipped_ct_bundle():
     from segmentation.batch import _resolve_model
     from segmentation.bundle import default_bundle_path
