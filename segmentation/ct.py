@@ -1105,7 +1105,7 @@ def evaluate_real(network: torch.nn.Module, spec: CTSpec | None = None) -> dict[
 BUNDLE_CHANGELOG: dict[str, str] = {
     "0.4.0": "phantoms with the real upper abdomen's anatomy (spleen along the left wall, higher diaphragm, "
              "ribs 7-9 with costal cartilage, food in the stomach); 3000 more 3 mm steps from 0.3.0, weights "
-             "blended halfway back to 0.3.0: real-series spleen 0.160 -> 0.649, stomach 0.502 -> 0.604",
+             "blended halfway back to 0.3.0: real-series spleen 0.160 -> 0.639, stomach 0.502 -> 0.609",
     "0.3.0": "3 mm model grid (was 4 mm): the 0.2.0 network fine-tuned on 3 mm phantoms, inference in "
              "128^3 windows",
     "0.2.0": "retrained: 160 phantoms, 12000 steps, bfloat16 training, contrast-phase augmentation; labels "
