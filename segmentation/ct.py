@@ -187,7 +187,8 @@ VARIED_FIELDS: tuple[_VariedField, ...] = (
     _VariedField("diaphragm_rises_mm", "diaphragm_rise_mm", 61, "dia", 0.0, 60.0,
                  "diaphragm rises in mm within 0..60", "diaphragm and lung bases {low:g}-{high:g} mm higher"),
     _VariedField("upper_rib_counts", "upper_ribs", 71, "ribs", 0.0, 3.0,
-                 "numbers of ribs above the 10th within 0..3", "{low:g}-{high:g} ribs above the 10th with costal cartilage"),
+                 "numbers of ribs above the 10th within 0..3",
+                 "{low:g}-{high:g} ribs above the 10th with costal cartilage"),
     _VariedField("stomach_foods", "stomach_food", 81, "food", 0.0, 1.0,
                  "fractions of the stomach filled with food within 0..1", "stomachs {low:g}-{high:g} full of food"),
 )
@@ -226,7 +227,8 @@ class PhantomVariation:
 
 def phantom_params(seed: int, variation: PhantomVariation | None = None) -> Any:
     """Phantom parameters drawn from ``seed``: BMI 17-40, a tumour in about a third of cases, and
-    whatever ``variation`` draws (spleen size and shape, aortic wall, diaphragm height, upper ribs, stomach contents)."""
+    whatever ``variation`` draws (spleen size and shape, aortic wall, diaphragm height, upper ribs,
+    stomach contents)."""
     from segmentation.phantom_ct import PhantomParams
 
     rng = np.random.default_rng(seed + 7919)
