@@ -53,6 +53,7 @@ from planner.anatomy import label_of
 from planner.config import reject_unknown_keys
 from planner.errors import ModelError, PlannerError, VolumeError
 from planner.volume import Volume
+from segmentation.phantom_ct import PARAM_RANGES
 from segmentation.precision import check_precision, inference_autocast, training_autocast
 
 #: default isotropic grid of a CT training config (mm; stage 1, ct_phantom.yaml); a bundle records its own
@@ -164,33 +165,35 @@ def network_def(name: str, out_channels: int = len(CLASSES)) -> tuple[str, dict[
 
 # ---------------------------------------------------------------------------- phantoms
 class _VariedField(NamedTuple):
-    """One phantom parameter a training setting can vary: ``setting: [low, high]`` draws ``param``."""
+    """One phantom parameter a training setting can vary: ``setting: [low, high]`` draws ``param``
+    within its :data:`~segmentation.phantom_ct.PARAM_RANGES` range."""
 
     setting: str  # CTTrainConfig / PhantomVariation field
     param: str  # PhantomParams field
     stream: int  # own random stream per seed
     tag: str  # cache file-name part
-    lowest: float
-    highest: float
-    meaning: str  # what the range is, for the error message of a bad setting
+    meaning: str  # what the values are, for the error message of a bad setting
     card: str  # what a run drew, for the model card ({low} and {high} filled in)
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        low, high, _ = PARAM_RANGES[self.param]
+        return low, high
 
 
 VARIED_FIELDS: tuple[_VariedField, ...] = (
-    _VariedField("spleen_scales", "spleen_scale", 31, "spleen", 0.5, 2.0,
-                 "spleen sizes within 0.5..2 (1 = the adult mean)", "spleens {low:g}-{high:g}x the mean size"),
-    _VariedField("aortic_walls_mm", "aortic_wall_mm", 41, "wall", 0.0, 5.0,
-                 "aortic wall thicknesses in mm within 0..5", "aortic walls {low:g}-{high:g} mm with calcified plaques"),
-    _VariedField("spleen_wraps", "spleen_wrap", 51, "wrap", 0.0, 1.0,
-                 "spleen wraps within 0..1 (0 = the free crescent, 1 = along the wall from the spine to the "
-                 "anterolateral wall)", "spleens reaching {low:g}-{high:g} of the way along the left wall"),
-    _VariedField("diaphragm_rises_mm", "diaphragm_rise_mm", 61, "dia", 0.0, 60.0,
-                 "diaphragm rises in mm within 0..60", "diaphragm and lung bases {low:g}-{high:g} mm higher"),
-    _VariedField("upper_rib_counts", "upper_ribs", 71, "ribs", 0.0, 3.0,
-                 "numbers of ribs above the 10th within 0..3",
+    _VariedField("spleen_scales", "spleen_scale", 31, "spleen", "spleen sizes",
+                 "spleens {low:g}-{high:g}x the mean size"),
+    _VariedField("aortic_walls_mm", "aortic_wall_mm", 41, "wall", "aortic wall thicknesses in mm",
+                 "aortic walls {low:g}-{high:g} mm with calcified plaques"),
+    _VariedField("spleen_wraps", "spleen_wrap", 51, "wrap", "spleen wraps",
+                 "spleens reaching {low:g}-{high:g} of the way along the left wall"),
+    _VariedField("diaphragm_rises_mm", "diaphragm_rise_mm", 61, "dia", "diaphragm rises in mm",
+                 "diaphragm and lung bases {low:g}-{high:g} mm higher"),
+    _VariedField("upper_rib_counts", "upper_ribs", 71, "ribs", "numbers of ribs above the 10th",
                  "{low:g}-{high:g} ribs above the 10th with costal cartilage"),
-    _VariedField("stomach_foods", "stomach_food", 81, "food", 0.0, 1.0,
-                 "fractions of the stomach filled with food within 0..1", "stomachs {low:g}-{high:g} full of food"),
+    _VariedField("stomach_foods", "stomach_food", 81, "food", "fractions of the stomach filled with food",
+                 "stomachs {low:g}-{high:g} full of food"),
 )
 
 
@@ -497,8 +500,10 @@ class CTTrainConfig:
         for f in VARIED_FIELDS:
             values = getattr(cfg, f.setting)
             if values is not None:
-                if not _is_size_range(values, f.lowest, f.highest):
-                    raise ModelError(f"CT training setting {f.setting} = {values!r}: give [low, high] {f.meaning}, "
+                low, high = f.bounds
+                if not _is_size_range(values, low, high):
+                    raise ModelError(f"CT training setting {f.setting} = {values!r}: give [low, high] {f.meaning} "
+                                     f"within {low:g}..{high:g} ({PARAM_RANGES[f.param][2]}), "
                                      f"low first, or leave it out")
                 cfg = dataclasses.replace(cfg, **{f.setting: (float(values[0]), float(values[1]))})
         share = cfg.blend_with_start

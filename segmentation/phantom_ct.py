@@ -120,6 +120,19 @@ _INNER_SOFT = ("body", "muscle", "bowel", "psoas_muscles", "paraspinal_muscles",
 _LUMBAR = ("T10", "T11", "T12", "L1", "L2", "L3", "L4", "L5")
 
 
+#: Allowed range and meaning of each anatomy parameter a training run may vary; checked by
+#: :class:`PhantomParams` and used by the CT training settings that draw them
+#: (``segmentation.ct.VARIED_FIELDS``).
+PARAM_RANGES: dict[str, tuple[float, float, str]] = {
+    "spleen_scale": (0.5, 2.0, "1 = adult mean size"),
+    "aortic_wall_mm": (0.0, 5.0, "mm, 0 = no wall"),
+    "spleen_wrap": (0.0, 1.0, "0 = the free crescent, 1 = along the wall from the spine to the anterolateral wall"),
+    "diaphragm_rise_mm": (0.0, 60.0, "mm above the drawn height"),
+    "upper_ribs": (0.0, 3.0, "ribs above the 10th"),
+    "stomach_food": (0.0, 1.0, "0 = fasting"),
+}
+
+
 @dataclass(frozen=True)
 class PhantomParams:
     """What a phantom is drawn from; everything not listed here comes from ``seed``.
@@ -173,18 +186,10 @@ class PhantomParams:
                 f"phantom celiac_level={self.celiac_level!r} must be 'T12', 'L1' or None")
         if self.noise_hu is not None and not 0.0 <= float(self.noise_hu) <= 100.0:
             raise PlannerError(f"phantom noise_hu={self.noise_hu} must be 0..100 HU")
-        if not 0.5 <= float(self.spleen_scale) <= 2.0:
-            raise PlannerError(f"phantom spleen_scale={self.spleen_scale} must be 0.5..2 (1 = adult mean size)")
-        if not 0.0 <= float(self.aortic_wall_mm) <= 5.0:
-            raise PlannerError(f"phantom aortic_wall_mm={self.aortic_wall_mm} must be 0..5 mm (0 = no wall)")
-        if not 0.0 <= float(self.spleen_wrap) <= 1.0:
-            raise PlannerError(f"phantom spleen_wrap={self.spleen_wrap} must be 0..1 (0 = the free crescent)")
-        if not 0.0 <= float(self.diaphragm_rise_mm) <= 60.0:
-            raise PlannerError(f"phantom diaphragm_rise_mm={self.diaphragm_rise_mm} must be 0..60 mm")
-        if not 0.0 <= float(self.upper_ribs) <= 3.0:
-            raise PlannerError(f"phantom upper_ribs={self.upper_ribs} must be 0..3 (ribs above the 10th)")
-        if not 0.0 <= float(self.stomach_food) <= 1.0:
-            raise PlannerError(f"phantom stomach_food={self.stomach_food} must be 0..1 (0 = fasting)")
+        for name, (low, high, meaning) in PARAM_RANGES.items():
+            value = getattr(self, name)
+            if not low <= float(value) <= high:
+                raise PlannerError(f"phantom {name}={value} must be {low:g}..{high:g} ({meaning})")
 
 
 @dataclass(frozen=True)
