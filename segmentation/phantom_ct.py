@@ -130,6 +130,7 @@ PARAM_RANGES: dict[str, tuple[float, float, str]] = {
     "diaphragm_rise_mm": (0.0, 60.0, "mm above the drawn height"),
     "upper_ribs": (0.0, 3.0, "ribs above the 10th"),
     "stomach_food": (0.0, 1.0, "0 = fasting"),
+    "aorta_on_spine": (0.0, 1.0, "0 = a fat gap as drawn, 1 = against the vertebral bodies"),
 }
 
 
@@ -161,6 +162,9 @@ class PhantomParams:
             abdomen.
         stomach_food: fraction (0..1) of the stomach's lumen, from its dependent side, filled with
             mottled food rather than fluid (0 = a fasting stomach).
+        aorta_on_spine: how far the drawn 2-5 mm fat gap between the aorta and the front of
+            the vertebral bodies closes (0 = as drawn; 1 = the aorta lies against the bone, as
+            in many older patients, whose aorta is wide and unfolded onto the spine).
     """
 
     seed: int
@@ -174,6 +178,7 @@ class PhantomParams:
     diaphragm_rise_mm: float = 0.0
     upper_ribs: float = 0.0
     stomach_food: float = 0.0
+    aorta_on_spine: float = 0.0
 
     def __post_init__(self) -> None:
         if not 14.0 <= float(self.bmi) <= 50.0:
@@ -614,6 +619,9 @@ def make_ct_phantom(params: PhantomParams | int,
     dx_ctrl = np.array([19.0, 15.0, 10.0, 8.0, 7.0, 7.0, 6.0]) + rng.normal(0, 2.5, 7)
     dx_ctrl[0:2] += rng.uniform(0, 5)
     gap = rng.uniform(2.0, 5.0)
+    # fat between the aorta and the vertebral body; aorta_on_spine = 1 closes it (and the
+    # 1 mm margin below) so the aortic wall touches the bone
+    gap = gap - (gap + 1.0) * float(params.aorta_on_spine)
 
     def r_a(z):
         return np.interp(z, zc_lv[::-1], r_ctrl[::-1])

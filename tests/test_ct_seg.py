@@ -463,6 +463,8 @@ def test_training_patch_and_start_weights_are_checked_in_the_config(ct):
         ct.CTTrainConfig.from_mapping({"task": "ct_phantom", "upper_rib_counts": [0, 5]})
     with pytest.raises(ModelError, match=r"stomach_foods = \[0, 2\]: give \[low, high\] fractions of the stomach"):
         ct.CTTrainConfig.from_mapping({"task": "ct_phantom", "stomach_foods": [0, 2]})
+    with pytest.raises(ModelError, match=r"aortas_on_spine = \[0, 1.5\]: give \[low, high\] shares of the aorta-spine"):
+        ct.CTTrainConfig.from_mapping({"task": "ct_phantom", "aortas_on_spine": [0, 1.5]})
     for bad in (1.0, -0.1, "half", True):
         with pytest.raises(ModelError, match=r"blend_with_start = .*: give the share of the start weights"):
             ct.CTTrainConfig.from_mapping({"task": "ct_phantom", "init_from": "ct_abdomen_phantom",
@@ -502,9 +504,14 @@ def test_varied_phantoms_draw_per_seed_into_their_own_cache_files(ct, tmp_path):
     stage = {"steps": 10, "config": {"spacing_mm": 3.0, "spleen_scales": [0.8, 1.6], "aortic_walls_mm": [0, 3]}}
     assert "spleens 0.8-1.6x the mean size, aortic walls 0-3 mm with calcified plaques)" in ct._stage_text(stage)
     stage["config"].update(spleen_wraps=[0, 1], diaphragm_rises_mm=[0, 50], upper_rib_counts=[0, 3],
-                           stomach_foods=[0, 0.8])
+                           stomach_foods=[0, 0.8], aortas_on_spine=[0, 1])
     assert ("spleens reaching 0-1 of the way along the left wall, diaphragm and lung bases 0-50 mm higher, "
-            "0-3 ribs above the 10th with costal cartilage, stomachs 0-0.8 full of food)" in ct._stage_text(stage))
+            "0-3 ribs above the 10th with costal cartilage, stomachs 0-0.8 full of food, "
+            "aortas 0-1 of the way onto the vertebral bodies)" in ct._stage_text(stage))
+    on_spine = [ct.phantom_params(seed, ct.PhantomVariation(aortas_on_spine=(0.0, 1.0))).aorta_on_spine
+                for seed in range(1000, 1020)]
+    assert all(0.0 <= v <= 1.0 for v in on_spine) and max(on_spine) - min(on_spine) > 0.5
+    assert plain.aorta_on_spine == 0.0
 
 
 def test_class_weights_and_batch_dice_reach_the_training_loss(ct):
@@ -540,6 +547,25 @@ def test_post_processing_keeps_one_component_and_fills_holes_inside_each_structu
     expected[13, 13, 13] = vessel
     np.testing.assert_array_equal(out, expected)
     assert pred[9, 9, 9] == 0, "the input is not modified"
+
+
+def test_post_processing_keeps_thin_diagonal_vessels_and_the_pieces_of_vessel_trees(ct):
+    """A one-voxel vessel running diagonally is one 26-connected piece; a vessel tree keeps every
+    piece but specks under the speck size, which become body."""
+    body, aorta, trunk = 20, 10, 11
+    pred = np.full((20, 20, 20), body, np.uint8)
+    for k in range(2, 16):
+        pred[k, k, 4] = aorta                    # diagonal: 6-connected it would be 14 pieces
+    pred[2:5, 12:15, 12:15] = trunk              # the trunk, 27 voxels
+    pred[10:12, 14:16, 14:17] = trunk            # a branch cut off from it, 12 voxels
+    pred[17, 2, 17] = trunk                      # a speck
+    out = ct.clean_labels(pred, single=[aorta], body=body, trees=[trunk], speck_voxels=4)
+    expected = pred.copy()
+    expected[17, 2, 17] = body
+    np.testing.assert_array_equal(out, expected)
+    assert ct.speck_voxels((3.0, 3.0, 3.0)) == 4 and ct.speck_voxels((1.0, 1.0, 1.0)) == 100
+    assert ct.speck_voxels((8.0, 8.0, 8.0)) == 1
+    assert "celiac_trunk" not in ct.SINGLE_COMPONENT and "celiac_trunk" in ct.VESSEL_TREES
 
 
 def test_contrast_phase_scales_enhancement_per_group(ct):

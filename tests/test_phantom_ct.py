@@ -326,6 +326,8 @@ def test_params_are_validated():
         PhantomParams(seed=0, upper_ribs=4)
     with pytest.raises(PlannerError, match="stomach_food=-0.1"):
         PhantomParams(seed=0, stomach_food=-0.1)
+    with pytest.raises(PlannerError, match="aorta_on_spine=2"):
+        PhantomParams(seed=0, aorta_on_spine=2)
     with pytest.raises(PlannerError, match="spacing"):
         make_ct_phantom(0, spacing_mm=(0, 3, 3))
 
@@ -420,6 +422,34 @@ def test_stomach_food_mottles_the_dependent_stomach_only():
 
     far = ndimage.distance_transform_edt(~stomach, sampling=(3, 3, 3)) > 6
     assert np.array_equal(hu0[far], hu1[far])
+
+
+def _aorta_to_vertebral_body_mm(ph, level: str) -> float:
+    """Smallest in-plane distance (mm) from the aorta to the vertebral body on ``level``'s mid slice."""
+    from scipy import ndimage
+
+    k = int(round(float(ph.image.lps_to_index(np.array([ph.landmarks[level]]))[0][0])))
+    lab = ph.labels.array[k]
+    bone_free = lab != label_of(f"vertebra_{level}")
+    dist = ndimage.distance_transform_edt(bone_free, sampling=ph.image.spacing[1:])
+    return float(dist[lab == label_of("aorta")].min())
+
+
+def test_aorta_on_spine_closes_the_fat_gap_behind_the_aorta():
+    """``aorta_on_spine`` moves the aorta back onto the vertebral bodies (no fat between them) and
+    leaves its size, the spine and the kidneys as they were."""
+    for seed in (3, 8):
+        plain = make_ct_phantom(PhantomParams(seed=seed), spacing_mm=(2, 1.5, 1.5))
+        on_spine = make_ct_phantom(PhantomParams(seed=seed, aorta_on_spine=1.0), spacing_mm=(2, 1.5, 1.5))
+        for level in ("T12", "L1"):
+            gap_plain = _aorta_to_vertebral_body_mm(plain, level)
+            gap_on = _aorta_to_vertebral_body_mm(on_spine, level)
+            assert gap_plain >= 2.5 and gap_on <= 1.6, (seed, level, gap_plain, gap_on)
+        sizes = [int((ph.labels.array == label_of("aorta")).sum()) for ph in (plain, on_spine)]
+        assert abs(sizes[1] - sizes[0]) < 0.05 * sizes[0], sizes
+        for name in ("vertebra_T12", "kidney_left", "kidney_right"):
+            a, b = (ph.labels.array == label_of(name) for ph in (plain, on_spine))
+            assert (a ^ b).sum() <= 0.01 * a.sum(), name
 
 
 def test_aortic_wall_darkens_the_aortic_rim_only():
