@@ -794,26 +794,27 @@ def clean_labels(pred: np.ndarray, single: Iterable[int], body: int | None, tree
             return None
         return tuple(slice(max(0, b.start - 1), min(n, b.stop + 1)) for b, n in zip(found, out.shape))
 
+    def pieces(value: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+        """``value``'s box (a view into ``out``), its mask there, piece labels and piece sizes."""
+        where = box(value)
+        if where is None:
+            return None
+        region = out[where]
+        mask = region == value
+        lab, _ = ndimage.label(mask, structure=neighbours)
+        return region, mask, lab, np.bincount(lab.ravel())
+
     fill = 0 if body is None else body
     for c in single:
-        where = box(int(c))
-        if where is None:
-            continue
-        region = out[where]
-        mask = region == c
-        lab, n = ndimage.label(mask, structure=neighbours)
-        if n > 1:
-            sizes = np.bincount(lab.ravel())[1:]
-            region[mask & (lab != 1 + int(np.argmax(sizes)))] = fill
+        found = pieces(int(c))
+        if found is not None and len(found[3]) > 2:
+            region, mask, lab, sizes = found
+            region[mask & (lab != 1 + int(np.argmax(sizes[1:])))] = fill
     for c in trees if speck_voxels > 1 else ():
-        where = box(int(c))
-        if where is None:
-            continue
-        region = out[where]
-        mask = region == c
-        lab, _ = ndimage.label(mask, structure=neighbours)
-        sizes = np.bincount(lab.ravel())
-        region[mask & (sizes[lab] < speck_voxels)] = fill
+        found = pieces(int(c))
+        if found is not None:
+            region, mask, lab, sizes = found
+            region[mask & (sizes[lab] < speck_voxels)] = fill
     if body is not None:
         inside = ndimage.binary_fill_holes(out > 0)
         out[(out == 0) & inside] = body
