@@ -827,7 +827,7 @@ def clean_labels(pred: np.ndarray, single: Iterable[int], body: int | None, tree
     return out
 
 
-def speck_voxels(spacing_mm: Iterable[float]) -> int:
+def tree_speck_voxels(spacing_mm: Iterable[float]) -> int:
     """The number of voxels of ``spacing_mm`` that hold :data:`TREE_SPECK_ML` (at least 1)."""
     return max(1, math.ceil(TREE_SPECK_ML * 1000.0 / float(np.prod([float(s) for s in spacing_mm]))))
 
@@ -835,7 +835,7 @@ def speck_voxels(spacing_mm: Iterable[float]) -> int:
 def clean_channels(pred: np.ndarray, spacing_mm: Iterable[float]) -> np.ndarray:
     """:func:`clean_labels` on a map of this module's network channels (:data:`CLASSES`)."""
     return clean_labels(pred, [CLASSES.index(n) for n in SINGLE_COMPONENT], CLASSES.index("body"),
-                        [CLASSES.index(n) for n in VESSEL_TREES], speck_voxels(spacing_mm))
+                        [CLASSES.index(n) for n in VESSEL_TREES], tree_speck_voxels(spacing_mm))
 
 
 # ---------------------------------------------------------------------------- inference
@@ -1041,7 +1041,7 @@ def segment_ct(volume: Volume, network: torch.nn.Module, spec: CTSpec | None = N
         single = [label_of(n) for n in SINGLE_COMPONENT if n in named]
         trees = [label_of(n) for n in VESSEL_TREES if n in named]
         body = label_of("body") if "body" in named else None
-        labels = clean_labels(labels, single, body, trees, speck_voxels(spec.spacing_mm))
+        labels = clean_labels(labels, single, body, trees, tree_speck_voxels(spec.spacing_mm))
     arr = labels_onto_grid(labels, img.affine, ras, xyz.shape).transpose(2, 1, 0)
     out = volume.with_array(np.ascontiguousarray(arr))
     if "vertebrae" in set(spec.channel_vocab.values()):

@@ -563,8 +563,8 @@ def test_post_processing_keeps_thin_diagonal_vessels_and_the_pieces_of_vessel_tr
     expected = pred.copy()
     expected[17, 2, 17] = body
     np.testing.assert_array_equal(out, expected)
-    assert ct.speck_voxels((3.0, 3.0, 3.0)) == 4 and ct.speck_voxels((1.0, 1.0, 1.0)) == 100
-    assert ct.speck_voxels((8.0, 8.0, 8.0)) == 1
+    assert ct.tree_speck_voxels((3.0, 3.0, 3.0)) == 4 and ct.tree_speck_voxels((1.0, 1.0, 1.0)) == 100
+    assert ct.tree_speck_voxels((8.0, 8.0, 8.0)) == 1
     assert "celiac_trunk" not in ct.SINGLE_COMPONENT and "celiac_trunk" in ct.VESSEL_TREES
 
 
