@@ -389,7 +389,8 @@ def test_bundle_of_a_blended_fine_tune_holds_the_blend_of_start_and_tuned_weight
     from segmentation.bundle import read_bundle
 
     out, bundle_dir = tmp_path / "run", tmp_path / "bundle"
-    cfg_text = _fine_tune_config(tmp_path, "blend_with_start: 0.25\ntest_seeds: [5004]\nlr: 0.05\n").read_text()
+    cfg_text = _fine_tune_config(tmp_path, "blend_with_start: 0.25\ntest_seeds: [5004]\nlr: 0.05\n"
+                                           "calibration_seeds: [5005]\ncalibrated_classes: [liver, body]\n").read_text()
     cfg = tmp_path / "blend.yaml"
     cfg.write_text(cfg_text.replace("train_steps: 1", "train_steps: 4"))
     assert main(["train", str(cfg), "--out", str(out), "--bundle", str(bundle_dir)]) == 0
@@ -405,6 +406,12 @@ def test_bundle_of_a_blended_fine_tune_holds_the_blend_of_start_and_tuned_weight
     assert "weights then blended 0.25 of the way back to the start weights (WiSE-FT)" in card
     training = json.loads((bundle_dir / "docs" / "evaluation.json").read_text())["training"]
     assert training["blended_with_start"] == 0.25
+    calibration = training["calibration"]  # logit offsets fitted on the bundled (blended) weights
+    assert calibration["seeds"] == [5005] and calibration["classes"] == ["liver", "body"]
+    assert calibration["mean_dice_after"] >= calibration["mean_dice_before"]
+    assert set(calibration["logit_offsets"]) <= {"liver", "body"}
+    assert read_bundle(bundle_dir).ours.get("logit_offsets", {}) == calibration["logit_offsets"]
+    assert "fitted by `calibrate_logit_offsets` for liver, body on the plain phantoms [5005]" in card
 
 
 def test_fine_tuning_from_other_weights_than_the_config_names_is_refused(tmp_path, capsys):
@@ -475,6 +482,71 @@ def test_training_patch_and_start_weights_are_checked_in_the_config(ct):
                                          "spleen_wraps": [0, 1], "diaphragm_rises_mm": [0, 50]})
     assert cfg.variation() == ct.PhantomVariation(spleen_scales=(0.8, 1.6), aortic_walls_mm=(0.0, 3.0),
                                                   spleen_wraps=(0.0, 1.0), diaphragm_rises_mm=(0.0, 50.0))
+
+
+def test_calibration_settings_are_checked_in_the_config(ct):
+    with pytest.raises(ModelError, match=r"calibrated_classes names \['celiac'\]: use the network's class names"):
+        ct.CTTrainConfig.from_mapping({"task": "ct_phantom", "calibrated_classes": ["celiac"],
+                                       "calibration_seeds": [9201]})
+    with pytest.raises(ModelError, match="calibrated_classes and calibration_seeds go together"):
+        ct.CTTrainConfig.from_mapping({"task": "ct_phantom", "calibrated_classes": ["portal_vein"]})
+    for seeds, reused in (([9101, 9201], "[9101]"), ([1005], "[1005]")):
+        with pytest.raises(ModelError, match=re.escape(f"calibration_seeds {reused} are training or held-out")):
+            ct.CTTrainConfig.from_mapping({"task": "ct_phantom", "calibration_seeds": seeds,
+                                           "calibrated_classes": ["portal_vein"]})
+    cfg = ct.CTTrainConfig.from_mapping({"task": "ct_phantom", "calibration_seeds": [9001, 9201],
+                                         "calibrated_classes": ["portal_vein"]})
+    assert cfg.calibration_seeds == (9001, 9201) and cfg.calibrated_classes == ("portal_vein",)
+
+
+def test_logit_offsets_are_fitted_where_they_raise_the_mean_dice(ct):
+    """An under-called class gets the offset that calls it exactly (not the larger one that also
+    calls its rim); an under-called class it was not asked to fit keeps offset 0."""
+    body, target, other = (ct.CLASSES.index(n) for n in ("body", "celiac_plexus_region", "splanchnic_nerve_zone"))
+    truth = np.full((16, 16, 16), body, np.uint8)
+    truth[5:11, 5:11, 5:11] = target
+    truth[1:4, 1:4, 1:4] = other
+    logits = np.zeros((len(ct.CLASSES), 16, 16, 16), np.float32)
+    logits[body] = 2.0
+    logits[target, 4:12, 4:12, 4:12] = 1.2  # the rim: called too once the offset passes 0.8
+    logits[target, 5:11, 5:11, 5:11] = 1.7
+    logits[other, 1:4, 1:4, 1:4] = 1.7
+    fit = ct.calibrate_logit_offsets([(logits, truth)], [target], (3.0, 3.0, 3.0), log=lambda _: None)
+    assert fit.offsets[target] == pytest.approx(0.5)
+    assert not np.delete(fit.offsets, target).any()
+    pred = (logits + fit.offsets[:, None, None, None]).argmax(0)
+    assert np.array_equal(pred == target, truth == target)
+    assert fit.mean_dice_after > fit.mean_dice_before
+
+
+def test_bundle_logit_offsets_reach_inference_and_match_inference_json(ct, shipped, tmp_path):
+    """The shipped offsets: metadata -> CTSpec -> added before the argmax; inference.json's MONAI
+    Lambdad adds the same ones; malformed offsets are refused naming the bundle."""
+    import torch
+    from monai.bundle import ConfigParser
+
+    from segmentation.bundle import read_bundle
+
+    named = shipped.ours["logit_offsets"]
+    assert named, "the shipped bundle carries calibrated offsets"
+    expected = [float(named.get(n, 0.0)) for n in ct.CLASSES]
+    assert list(ct.spec_from_bundle(shipped).logit_offsets) == expected
+    parser = ConfigParser(json.loads((shipped.root / "configs" / "inference.json").read_text()))
+    shift = parser.get_parsed_content("postprocessing#transforms#0")
+    shifted = shift({"pred": torch.zeros(len(ct.CLASSES), 2, 2, 2)})["pred"]
+    assert torch.allclose(shifted[:, 1, 1, 1], torch.tensor(expected))
+    big = [0.0] * len(ct.CLASSES)
+    big[5] = 1000.0
+    spec = ct.CTSpec(roi_size=(32, 32, 32), logit_offsets=tuple(big))
+    assert (ct.predict_channels(ct.make_network("unet"), torch.zeros(32, 32, 32), spec=spec) == 5).all()
+    copy = tmp_path / "b"
+    shutil.copytree(shipped.root, copy)
+    for bad in ({"no_such_class": 1.0}, {"portal_vein": "x"}, {"portal_vein": float("nan")}, [0.5]):
+        meta = json.loads((copy / "configs" / "metadata.json").read_text())
+        meta["plexus_planner"]["logit_offsets"] = bad
+        (copy / "configs" / "metadata.json").write_text(json.dumps(meta))
+        with pytest.raises(ModelError, match=r"plexus_planner.logit_offsets = .* must map the bundle's class names"):
+            ct.spec_from_bundle(read_bundle(copy))
 
 
 def test_varied_phantoms_draw_per_seed_into_their_own_cache_files(ct, tmp_path):
