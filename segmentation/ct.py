@@ -1584,8 +1584,9 @@ and scored on that grid against the exact labels (merged like the network classe
   usefulness on patients, and it is limited. Treat every output as a draft to review; prefer
   an imported segmentation (`plexplan segment --labels-from`, e.g. TotalSegmentator output)
   or a stronger bundle (`--model`, e.g. MONAI's wholeBody_ct_segmentation) when available.
-- {cfg.spacing_mm:g} mm grid: small vessels (celiac trunk, SMA, renal arteries) are a few voxels
-  wide and often missed; thin structures (crura) are coarse.
+- {cfg.spacing_mm:g} mm grid, and the UNet's first layer already halves it: small vessels (celiac trunk
+  and its branches, intrahepatic portal vein, external iliac arteries, renal arteries) are 1-2 voxels wide
+  and often missed; thin structures (crura) are coarse.
 - Vertebral levels are not predicted by the network (one class `vertebrae`); they are counted
   up from the sacrum afterwards, so on a scan without the sacrum in view the levels stay
   unknown and rules that need them (splanchnic zone at T12, celiac fallback at T12-L1) cannot
