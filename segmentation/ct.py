@@ -5,8 +5,9 @@ regions from a patient's CT, and no labelled real CT with plexus regions exists 
 small 3D network is trained on seeded synthetic phantoms (:mod:`segmentation.phantom_ct`)
 with strong domain randomisation, on a coarse isotropic grid that two shared CPU cores can
 train and run: 4 mm from scratch, then fine-tuned at 3 mm (``init_from``; the shipped bundle). Inference reorients and resamples any CT onto
-that grid with MONAI transforms, windows HU, runs ``sliding_window_inference``, cleans the
-result (largest component for single organs, specks off the thin vessel trees, hole filling) and resamples the labels back
+that grid with MONAI transforms, windows HU, runs ``sliding_window_inference``, adds the bundle's
+per-class logit offsets (fitted on calibration phantoms, :func:`calibrate_logit_offsets`), cleans the
+argmax (largest component for single organs, specks off the thin vessel trees, hole filling) and resamples the labels back
 onto the input grid (each label's mask interpolated linearly, the largest wins), in the anatomy vocabulary.
 
 Network classes merge what the planner does not need apart (:data:`CLASSES`): all soft
@@ -1123,7 +1124,7 @@ def segment_ct(volume: Volume, network: torch.nn.Module, spec: CTSpec | None = N
     """Segment a CT ``Volume`` (HU) with ``network``; vocabulary labels on the input grid.
 
     Steps (MONAI): Orientation to ``spec.axcodes``, Spacing to ``spec.spacing_mm`` (bilinear),
-    HU window, sliding-window inference, argmax, post-processing on the model grid, and
+    HU window, sliding-window inference, the spec's logit offsets, argmax, post-processing on the model grid, and
     :func:`labels_onto_grid` back onto the input grid; then vertebral levels counted up from
     the sacrum (:func:`planner.label_import.assign_vertebral_levels`) when the model has a
     level-less ``vertebrae`` class.
