@@ -669,32 +669,35 @@ def predict_channels(net: torch.nn.Module, image_hu: torch.Tensor, overlap: floa
     return predict_logits(net, image_hu, overlap, progress, spec).argmax(0).to(torch.uint8)
 
 
-def evaluate_phantoms(net: torch.nn.Module, examples: Sequence[tuple[np.ndarray, np.ndarray]],
-                      spec: "CTSpec", postprocess: bool = True) -> dict[str, float]:
-    """Mean Dice per class name over phantom examples on the model grid (after post-processing when asked)."""
+def class_dice(pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
+    """Mean Dice per class name over ``(prediction, truth)`` channel maps (NaN for a class never present)."""
     scores: dict[str, list[float]] = {n: [] for n in CLASSES[1:]}
-    for image, label in examples:
-        pred = predict_channels(net, torch.from_numpy(image), spec=spec).numpy()
-        if postprocess:
-            pred = clean_channels(pred, spec.spacing_mm)
-        for c, d in dice_per_class(pred, label, range(1, len(CLASSES))).items():
+    for pred, truth in pairs:
+        for c, d in dice_per_class(pred, truth, range(1, len(CLASSES))).items():
             if not math.isnan(d):
                 scores[CLASSES[c]].append(d)
     return {n: float(np.mean(v)) if v else float("nan") for n, v in scores.items()}
 
 
+def evaluate_phantoms(net: torch.nn.Module, examples: Sequence[tuple[np.ndarray, np.ndarray]],
+                      spec: "CTSpec", postprocess: bool = True) -> dict[str, float]:
+    """Mean Dice per class name over phantom examples on the model grid (after post-processing when asked)."""
+    def predicted(image: np.ndarray) -> np.ndarray:
+        pred = predict_channels(net, torch.from_numpy(image), spec=spec).numpy()
+        return clean_channels(pred, spec.spacing_mm) if postprocess else pred
+
+    return class_dice((predicted(image), label) for image, label in examples)
+
+
 def mean_dice_with_offsets(examples: Sequence[tuple[np.ndarray, np.ndarray]], offsets: np.ndarray,
                            spacing_mm: Iterable[float]) -> float:
-    """Mean over classes of the per-example Dice after post-processing, for ``[C, x, y, z]`` logits
+    """Mean over classes of :func:`class_dice` after post-processing, for ``[C, x, y, z]`` logits
     plus ``offsets`` against ``[x, y, z]`` channel truth."""
     spacing = tuple(float(v) for v in spacing_mm)
-    scores: dict[int, list[float]] = {}
-    for logits, truth in examples:
-        pred = clean_channels((logits + offsets[:, None, None, None]).argmax(0).astype(np.uint8), spacing)
-        for c, d in dice_per_class(pred, truth, range(1, logits.shape[0])).items():
-            if not math.isnan(d):
-                scores.setdefault(c, []).append(d)
-    return float(np.mean([np.mean(v) for v in scores.values()])) if scores else float("nan")
+    per_class = class_dice((clean_channels((logits + offsets[:, None, None, None]).argmax(0).astype(np.uint8),
+                                           spacing), truth) for logits, truth in examples)
+    scored = [d for d in per_class.values() if not math.isnan(d)]
+    return float(np.mean(scored)) if scored else float("nan")
 
 
 class Calibration(NamedTuple):
@@ -728,7 +731,7 @@ def calibrate_logit_offsets(examples: Sequence[tuple[np.ndarray, np.ndarray]], c
                 score = mean_dice_with_offsets(examples, trial, spacing_mm)
                 if score > best + 1e-4:
                     best, offsets = score, trial
-                    log(f"calibration: {CLASSES[c] if c < len(CLASSES) else c} {trial[c]:+.1f} -> mean Dice {best:.4f}")
+                    log(f"calibration: {CLASSES[c]} {trial[c]:+.1f} -> mean Dice {best:.4f}")
     return Calibration(offsets, before, best)
 
 
@@ -1273,6 +1276,7 @@ def metadata_for(cfg: CTTrainConfig, summary: Mapping[str, Any], name: str) -> d
     import monai
 
     channel_def = {str(i): n for i, n in enumerate(CLASSES)}
+    offsets = logit_offsets_of(summary)
     shape = ["8*n", "8*n", "8*n"]
     return {
         "version": next(iter(BUNDLE_CHANGELOG)),
@@ -1311,7 +1315,7 @@ def metadata_for(cfg: CTTrainConfig, summary: Mapping[str, Any], name: str) -> d
                            "roi_size": list(cfg.infer_roi), "overlap": INFER_OVERLAP, "training_patch": list(cfg.patch),
                            "max_voxels": MAX_VOXELS, "network": summary.get("network"),
                            "inference_precision": cfg.spec().precision,
-                           **({"logit_offsets": logit_offsets_of(summary)} if logit_offsets_of(summary) else {})},
+                           **({"logit_offsets": offsets} if offsets else {})},
     }
 
 
