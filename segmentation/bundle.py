@@ -4,7 +4,8 @@
 Reading the metadata (:func:`read_bundle`) needs no torch, so a command can pick the right
 pipeline from ``Bundle.modality`` before anything heavy loads. The weights load only after
 their sha256 matches the one recorded in ``metadata.json`` and only as plain tensors
-(``torch.load(..., weights_only=True)``); the network class must be one of MONAI's.
+(``torch.load(..., weights_only=True)``); the network class must be one of MONAI's, or one of ours
+built from MONAI parts (``ALLOWED_TARGETS``).
 
 Our own fields sit in ``metadata["plexus_planner"]``: ``modality``, ``model_sha256``,
 ``image_size``, ``channel_vocabulary`` (output channel -> anatomy vocabulary name) and
@@ -37,6 +38,7 @@ ALLOWED_TARGETS = (
     "monai.networks.nets.SegResNet",
     "monai.networks.nets.SwinUNETR",
     "monai.networks.nets.DynUNet",
+    "segmentation.networks.UNetWithFineHead",
 )
 META_SCHEMA = "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20220324.json"
 

@@ -414,6 +414,63 @@ def test_bundle_of_a_blended_fine_tune_holds_the_blend_of_start_and_tuned_weight
     assert "fitted by `calibrate_logit_offsets` for liver, body on the plain phantoms [5005]" in card
 
 
+def test_a_new_fine_head_reproduces_its_unet_and_leaves_it_frozen(ct, shipped):
+    """The head's last layer starts at zero, so the headed network gives the UNet's logits exactly,
+    and only the head's weights can train."""
+    import torch
+
+    unet = shipped.load_network()
+    headed = ct.with_fine_head(unet).eval()
+    x = torch.rand(1, 1, 32, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(headed(x), unet.eval()(x))
+    trainable = {n for n, p in headed.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith("head.") for n in trainable)
+    assert ct.with_fine_head(headed) is headed, "a network with a head keeps its head"
+    with pytest.raises(ModelError, match="fine_head needs a start network of kind unet; init_from gives a SegResNet"):
+        ct.with_fine_head(ct.make_network("segresnet"))
+
+
+@pytest.mark.slow
+def test_fine_head_run_trains_the_head_only_and_bundles_a_verified_network(tmp_path, shipped, ct):
+    """``fine_head: true``: the UNet keeps the start weights, the head learns, and the bundle names
+    ``UNetWithFineHead`` and passes MONAI's verification."""
+    import torch
+    from monai.bundle import verify_net_in_out
+
+    from segmentation.bundle import read_bundle
+    from segmentation.networks import UNetWithFineHead
+
+    out, bundle_dir = tmp_path / "run", tmp_path / "bundle"
+    cfg = tmp_path / "head.yaml"
+    cfg.write_text(_fine_tune_config(tmp_path, "fine_head: true\ntest_seeds: [5004]\nlr: 0.01\n").read_text()
+                   .replace("train_steps: 1", "train_steps: 3"))
+    assert main(["train", str(cfg), "--out", str(out), "--bundle", str(bundle_dir)]) == 0
+    bundle = read_bundle(bundle_dir)
+    assert bundle.ours["network"] == "unet_fine_head"
+    net = bundle.load_network()
+    assert isinstance(net, UNetWithFineHead)
+    start = shipped.load_network().state_dict()
+    assert all(torch.equal(start[k], v) for k, v in net.unet.state_dict().items()), "the UNet stayed frozen"
+    assert net.head[-1].weight.abs().max() > 0, "the head learned (its last layer started at zero)"
+    verify_net_in_out(net_id="network_def", meta_file=str(bundle_dir / "configs" / "metadata.json"),
+                      config_file=str(bundle_dir / "configs" / "inference.json"), device="cpu", n=4)
+    card = (bundle_dir / "docs" / "README.md").read_text()
+    assert "MONAI `unet` with a full-resolution head (`segmentation.networks.UNetWithFineHead`" in card
+    assert "only a new full-resolution head trained, the UNet frozen), " in card
+
+
+def test_fine_head_setting_is_checked_in_the_config(ct):
+    with pytest.raises(ModelError, match="fine_head = true trains a new full-resolution head on a trained UNet: "
+                                         "give init_from"):
+        ct.CTTrainConfig.from_mapping({"task": "ct_phantom", "fine_head": True})
+    with pytest.raises(ModelError, match="leave blend_with_start out"):
+        ct.CTTrainConfig.from_mapping({"task": "ct_phantom", "fine_head": True, "init_from": "ct_abdomen_phantom",
+                                       "blend_with_start": 0.5})
+    with pytest.raises(ModelError, match=r"fine_head = 'yes': give true or false"):
+        ct.CTTrainConfig.from_mapping({"task": "ct_phantom", "fine_head": "yes"})
+
+
 def test_fine_tuning_from_other_weights_than_the_config_names_is_refused(tmp_path, capsys):
     cfg = _fine_tune_config(tmp_path, "init_sha256: '" + "f" * 64 + "'\n")
     assert main(["train", str(cfg), "--out", str(tmp_path / "run")]) == 2
