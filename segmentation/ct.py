@@ -73,7 +73,7 @@ INFERENCE_PRECISION = "auto"
 #: default refusal limit for the input volume (voxels), before anything is allocated
 MAX_VOXELS = 80_000_000
 #: the UNet with a full-resolution head (``fine_head`` training setting) and the head's width: 16
-#: channels cost ~0.75 s per 128^3 window on 2 cores (the UNet itself ~1.0 s)
+#: channels cost ~1.4 s per 128^3 window on 2 cores (benchmark segment step 3.1 -> 5.9 s for two windows)
 FINE_HEAD_NETWORK = "unet_fine_head"
 FINE_HEAD_CHANNELS = 16
 
@@ -158,7 +158,8 @@ def make_network(name: str = "unet", out_channels: int = len(CLASSES)) -> torch.
 
 
 def network_def(name: str, out_channels: int = len(CLASSES)) -> tuple[str, dict[str, Any]]:
-    """``(MONAI class path, constructor arguments)`` of a named network; also the bundle's network_def."""
+    """``(class path, constructor arguments)`` of a named network (one of ``bundle.ALLOWED_TARGETS``);
+    also the bundle's network_def."""
     unet = dict(spatial_dims=3, in_channels=1, out_channels=out_channels, channels=[16, 32, 64, 128],
                 strides=[2, 2, 2], num_res_units=1)
     if name == "unet":
@@ -1493,6 +1494,7 @@ def _offsets_text(summary: Mapping[str, Any]) -> str:
 
 
 def _network_text(summary: Mapping[str, Any]) -> str:
+    """The model card's name and short description of the network."""
     if summary.get("network") == FINE_HEAD_NETWORK:
         return (f"MONAI `unet` with a full-resolution head (`segmentation.networks.UNetWithFineHead`: two 3x3x3 "
                 f"convolutions of {FINE_HEAD_CHANNELS} channels on the model grid over the image and the UNet's class "
