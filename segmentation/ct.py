@@ -151,10 +151,7 @@ def channel_to_vocabulary_lut(channel_vocab: Mapping[int, str]) -> np.ndarray:
 # ---------------------------------------------------------------------------- network
 def make_network(name: str = "unet", out_channels: int = len(CLASSES)) -> torch.nn.Module:
     """Small 3D MONAI networks compared for this task (see the model card)."""
-    from pydoc import locate
-
-    target, args = network_def(name, out_channels)
-    return locate(target)(**args)
+    return locate_network(*network_def(name, out_channels))
 
 
 def network_def(name: str, out_channels: int = len(CLASSES)) -> tuple[str, dict[str, Any]]:
@@ -188,8 +185,7 @@ def with_fine_head(net: torch.nn.Module) -> torch.nn.Module:
     if isinstance(net, UNetWithFineHead):
         headed = net
     elif isinstance(net, UNet):
-        target, args = network_def(FINE_HEAD_NETWORK)
-        headed = locate_network(target, args)
+        headed = make_network(FINE_HEAD_NETWORK)
         headed.unet.load_state_dict(net.state_dict())
     else:
         raise ModelError(f"fine_head needs a start network of kind unet; init_from gives a "
@@ -1358,13 +1354,13 @@ def metadata_for(cfg: CTTrainConfig, summary: Mapping[str, Any], name: str) -> d
 def inference_extra(cfg: CTTrainConfig, logit_offsets: Mapping[str, float] | None = None) -> dict[str, Any]:
     """The MONAI-style pre/post-processing of ``inference.json`` (what :func:`segment_ct` does)."""
     shift: list[dict[str, Any]] = []
-    head: dict[str, Any] = {}
+    top_level: dict[str, Any] = {}
     if logit_offsets:
-        head = {"logit_offsets": [float(logit_offsets.get(n, 0.0)) for n in CLASSES]}
+        top_level = {"logit_offsets": [float(logit_offsets.get(n, 0.0)) for n in CLASSES]}
         shift = [{"_target_": "Lambdad", "keys": "pred",
                   "func": "$lambda x: x + torch.tensor(@logit_offsets, dtype=x.dtype).view(-1, 1, 1, 1)"}]
     return {
-        **head,
+        **top_level,
         "preprocessing": {"_target_": "Compose", "transforms": [
             {"_target_": "LoadImaged", "keys": "image"},
             {"_target_": "EnsureChannelFirstd", "keys": "image"},
