@@ -5,7 +5,9 @@ regions from a patient's CT, and no labelled real CT with plexus regions exists 
 small 3D network is trained on seeded synthetic phantoms (:mod:`segmentation.phantom_ct`)
 with strong domain randomisation, on a coarse isotropic grid that two shared CPU cores can
 train and run: 4 mm from scratch, then fine-tuned at 3 mm (``init_from``; the shipped bundle). Inference reorients and resamples any CT onto
-that grid with MONAI transforms, windows HU, runs ``sliding_window_inference``, adds the bundle's
+that grid with MONAI transforms, windows HU, runs ``sliding_window_inference`` (a network with a
+full-resolution head, :class:`~segmentation.networks.UNetWithFineHead`, runs its UNet so and its head once,
+round the vessels: :func:`fine_head_box`), adds the bundle's
 per-class logit offsets (fitted on calibration phantoms, :func:`calibrate_logit_offsets`), cleans the
 argmax (largest component for single organs, specks off the thin vessel trees, hole filling) and resamples the labels back
 onto the input grid (each label's mask interpolated linearly, the largest wins), in the anatomy vocabulary.

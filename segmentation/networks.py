@@ -46,9 +46,10 @@ class UNetWithFineHead(torch.nn.Module):
     def refine(self, x: torch.Tensor, unet_logits: torch.Tensor, slab_voxels: int | None = None) -> torch.Tensor:
         """The head's correction added to ``unet_logits`` (``[B, C, *spatial]``, from ``self.unet`` on ``x``).
 
-        Inference runs the UNet by sliding window and then this once over the whole volume: the head
-        is local, so running it per window would compute it twice where windows overlap (the end-to-end
-        time on a two-window CT went 7.8 -> 10.9 s that way). With ``slab_voxels`` it goes along the
+        Inference runs the UNet by sliding window and then this once, over the part of the volume
+        that wants the head (``segmentation.ct.fine_head_box``): the head is local, so running it per
+        window computed it twice where windows overlap (the end-to-end time on a two-window CT went
+        7.8 -> 10.9 s that way). With ``slab_voxels`` it goes along the
         last axis in slabs of about that many voxels, each read with ``HEAD_REACH`` voxels more on
         both sides, so the result equals one pass over the whole volume at a slab's memory.
         """
