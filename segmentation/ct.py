@@ -49,6 +49,7 @@ from monai.transforms import (
     RandShiftIntensityd,
     RandSimulateLowResolutiond,
     Rand3DElasticd,
+    ScaleIntensityRange,
     ScaleIntensityRanged,
 )
 
@@ -75,7 +76,8 @@ INFERENCE_PRECISION = "auto"
 #: default refusal limit for the input volume (voxels), before anything is allocated
 MAX_VOXELS = 80_000_000
 #: the UNet with a full-resolution head (``fine_head`` training setting) and the head's width: 16
-#: channels cost ~1.4 s per 128^3 window on 2 cores (benchmark segment step 3.1 -> 5.9 s for two windows)
+#: channels cost 0.2-0.4 s on the benchmark CT, run once inside the vessels' box (fine_head_box); run
+#: inside every 128^3 window it cost ~1.1 s each (end-to-end 7.8 -> 10.9 s on 2 cores)
 FINE_HEAD_NETWORK = "unet_fine_head"
 FINE_HEAD_CHANNELS = 16
 
@@ -125,7 +127,7 @@ FINE_HEAD_CLASSES: tuple[str, ...] = ("aorta", "celiac_trunk", "superior_mesente
                                       "portal_vein", "iliac_arteries", "iliac_veins")
 FINE_HEAD_MARGIN = 6  # voxels (18 mm at 3 mm)
 FINE_HEAD_BOX_STRIDE = 2
-#: voxels per slab when a fine head runs over a whole volume (UNetWithFineHead.refine): ~200 MB of bf16 input
+#: voxels per slab when a fine head runs over its box (UNetWithFineHead.refine): ~200 MB of bf16 input
 HEAD_SLAB_VOXELS = 4_000_000
 #: steps tried per class and round by :func:`calibrate_logit_offsets` (added to a channel's logits)
 OFFSET_STEPS: tuple[float, ...] = (-1.0, -0.5, 0.5, 1.0)
@@ -464,10 +466,11 @@ def train_transforms(seed: int, patch: Sequence[int] = PATCH, samples: int = 2) 
     return chain
 
 
-def window(image: torch.Tensor) -> torch.Tensor:
-    """HU -> [0, 1] with :data:`HU_WINDOW` (the inference-time intensity transform)."""
-    return ScaleIntensityRanged("image", a_min=HU_WINDOW[0], a_max=HU_WINDOW[1], b_min=0.0, b_max=1.0,
-                                clip=True)({"image": image})["image"]
+def window(image_hu: torch.Tensor, spec: "CTSpec | None" = None) -> torch.Tensor:
+    """``[x, y, z]`` HU -> ``[1, 1, x, y, z]`` scaled by the spec's HU window (the inference-time intensity transform)."""
+    a_min, a_max, b_min, b_max = (spec or CTSpec()).window
+    return torch.as_tensor(ScaleIntensityRange(a_min=a_min, a_max=a_max, b_min=b_min, b_max=b_max, clip=True)(
+        torch.as_tensor(image_hu)[None, None].float()))
 
 
 # ---------------------------------------------------------------------------- metrics
@@ -686,15 +689,12 @@ def predict_logits(net: torch.nn.Module, image_hu: torch.Tensor, overlap: float 
     :class:`RandSlabd`).
     """
     from monai.inferers import sliding_window_inference
-    from monai.transforms import ScaleIntensityRange
 
     from segmentation.networks import UNetWithFineHead
 
     spec = spec or CTSpec()
-    a_min, a_max, b_min, b_max = spec.window
-    x = torch.as_tensor(ScaleIntensityRange(a_min=a_min, a_max=a_max, b_min=b_min, b_max=b_max, clip=True)(
-        torch.as_tensor(image_hu)[None, None].float()))
-    fine_head = isinstance(net, UNetWithFineHead)  # its UNet goes by window, its head once over the volume
+    x = window(image_hu, spec)
+    fine_head = isinstance(net, UNetWithFineHead)  # its UNet goes by window, its head once, in the vessels' box
     windowed = net.unet if fine_head else net
     with inference_autocast(spec.precision):
         logits = sliding_window_inference(x, roi_size=spec.roi_size,

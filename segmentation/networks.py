@@ -49,22 +49,24 @@ class UNetWithFineHead(torch.nn.Module):
         Inference runs the UNet by sliding window and then this once, over the part of the volume
         that wants the head (``segmentation.ct.fine_head_box``): the head is local, so running it per
         window computed it twice where windows overlap (the end-to-end time on a two-window CT went
-        7.8 -> 10.9 s that way). With ``slab_voxels`` it goes along the
-        last axis in slabs of about that many voxels, each read with ``HEAD_REACH`` voxels more on
-        both sides, so the result equals one pass over the whole volume at a slab's memory.
+        7.8 -> 10.9 s that way). With ``slab_voxels`` it goes along the last axis in slabs of about
+        that many voxels, each read with ``HEAD_REACH`` voxels more on both sides, so the result
+        equals one pass at a slab's memory.
         """
         if slab_voxels is None:
-            return unet_logits + self.head(torch.cat([x, torch.softmax(unet_logits, dim=1)], dim=1))
+            return unet_logits + self._correction(x, unet_logits)
         depth = x.shape[-1]
         step = max(1, slab_voxels // max(1, math.prod(x.shape[2:-1])))
         out = unet_logits.clone()
         for start in range(0, depth, step):
             stop = min(depth, start + step)
             lo, hi = max(0, start - self.HEAD_REACH), min(depth, stop + self.HEAD_REACH)
-            part = unet_logits[..., lo:hi]
-            correction = self.head(torch.cat([x[..., lo:hi], torch.softmax(part, dim=1)], dim=1))
+            correction = self._correction(x[..., lo:hi], unet_logits[..., lo:hi])
             out[..., start:stop] += correction[..., start - lo:stop - lo].to(out.dtype)
         return out
+
+    def _correction(self, x: torch.Tensor, unet_logits: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.cat([x, torch.softmax(unet_logits, dim=1)], dim=1))
 
     def freeze_unet(self) -> None:
         """Train only the head: the UNet's weights stay as they were loaded."""
