@@ -58,7 +58,8 @@ from planner.config import reject_unknown_keys
 from planner.errors import ModelError, PlannerError, VolumeError
 from planner.volume import Volume
 from segmentation.phantom_ct import PARAM_RANGES
-from segmentation.precision import check_precision, inference_autocast, training_autocast
+from segmentation.precision import (INFERENCE_PRECISIONS, check_precision, inference_autocast, resolved_precision,
+                                    training_autocast)
 
 #: default isotropic grid of a CT training config (mm; stage 1, ct_phantom.yaml); a bundle records its own
 MODEL_SPACING_MM = 4.0
@@ -494,6 +495,7 @@ class CTTrainConfig:
     compare_steps: int = 150
     train_steps: int = 12000
     precision: str = "fp32"
+    inference_precision: str | None = None  # None: INFERENCE_PRECISION for a bf16-trained model, else fp32
     train_seeds: tuple[int, int] = (1000, 1080)
     val_seeds: tuple[int, ...] = (9001, 9002)
     test_seeds: tuple[int, ...] = (9101, 9102, 9103, 9104)
@@ -534,6 +536,10 @@ class CTTrainConfig:
                 kw[key] = tuple(str(v) if key in ("networks", "calibrated_classes") else int(v) for v in kw[key])
         cfg = cls(**kw)
         check_precision(cfg.precision, "CT training settings")
+        if cfg.inference_precision is not None and cfg.inference_precision not in INFERENCE_PRECISIONS:
+            raise ModelError(f"CT training setting inference_precision = {cfg.inference_precision!r}: give one of "
+                             f"{', '.join(INFERENCE_PRECISIONS)} (auto: bf16 where the CPU computes it natively), "
+                             f"or leave it out to follow precision")
         sha = cfg.init_sha256
         if sha is not None and not (isinstance(sha, str) and re.fullmatch(r"[0-9a-f]{64}", sha)):
             raise ModelError(f"CT training setting init_sha256 = {sha!r}: give the 64 lower-case hex digits of "
@@ -582,9 +588,15 @@ class CTTrainConfig:
         return PhantomVariation(**{f.setting: getattr(self, f.setting) for f in VARIED_FIELDS})
 
     def spec(self) -> "CTSpec":
-        """The inference settings a model trained with this config is evaluated and shipped with."""
+        """The inference settings a model trained with this config is evaluated and shipped with.
+
+        The forward pass follows the training precision unless ``inference_precision`` says otherwise:
+        a head trained in float32 on a CPU without native bf16 sits on a UNet trained in bf16, and
+        the bundle should still run bf16 where the CPU computes it natively.
+        """
+        trained = INFERENCE_PRECISION if self.precision == "bf16" else "fp32"
         return CTSpec(spacing_mm=(float(self.spacing_mm),) * 3, roi_size=self.infer_roi,
-                      precision=INFERENCE_PRECISION if self.precision == "bf16" else "fp32")
+                      precision=self.inference_precision or trained)
 
 
 def _check_calibration(cfg: CTTrainConfig) -> None:
@@ -1457,6 +1469,7 @@ def write_ct_bundle(bundle_dir: str | Path, run_dir: str | Path, cfg: CTTrainCon
                                   "mean_dice_before": round(fit.mean_dice_before, 4),
                                   "mean_dice_after": round(fit.mean_dice_after, 4),
                                   "logit_offsets": {CLASSES[c]: float(v) for c, v in enumerate(fit.offsets) if v}}
+    summary["evaluated_precision"] = resolved_precision(spec.precision)  # what "auto" was on the measuring CPU
     held_out = evaluate_held_out(net, cfg.test_seeds, spec)
     real = evaluate_real(net, spec)
     meta = metadata_for(cfg, summary, name)
@@ -1550,6 +1563,12 @@ def _network_text(summary: Mapping[str, Any]) -> str:
 def _precision_text(precision: str) -> str:
     return {"auto": "in bfloat16 where the CPU computes it natively (AMX / AVX-512 BF16), else float32",
             "bf16": "in bfloat16", "fp32": "in float32"}[precision]
+
+
+def _measured_text(summary: Mapping[str, Any]) -> str:
+    """How the card's figures were computed, where the run recorded it (bundles before 0.6.1 did not)."""
+    measured = summary.get("evaluated_precision")
+    return f"; these and the real-series figures with a forward pass {_precision_text(measured)}" if measured else ""
 
 
 def training_stages(summary: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -1661,7 +1680,7 @@ DynUNet (filters 16-128) was timed at about twice the UNet's seconds per step an
 
 ## Dice on held-out phantoms
 Seeds {list(cfg.test_seeds)} (never seen in training), segmented end to end from a 3 mm grid
-and scored on that grid against the exact labels (merged like the network classes):
+and scored on that grid against the exact labels (merged like the network classes){_measured_text(summary)}:
 
 | structure | mean Dice | min | n |
 |---|---|---|---|

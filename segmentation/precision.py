@@ -40,10 +40,17 @@ def native_bf16() -> bool:
     return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
 
 
-def inference_autocast(precision: str) -> ContextManager[object]:
-    """The context a CPU inference forward pass runs in: ``auto`` is bf16 on native-bf16 CPUs, else fp32."""
+def resolved_precision(precision: str) -> str:
+    """What an inference ``precision`` runs in on this CPU: ``auto`` becomes bf16 where it is native, else fp32."""
     if precision not in INFERENCE_PRECISIONS:
         raise ModelError(f"inference precision {precision!r} is not one of {', '.join(INFERENCE_PRECISIONS)}")
-    if precision == "bf16" or (precision == "auto" and native_bf16()):
+    if precision == "auto":
+        return "bf16" if native_bf16() else "fp32"
+    return precision
+
+
+def inference_autocast(precision: str) -> ContextManager[object]:
+    """The context a CPU inference forward pass runs in (see :func:`resolved_precision`)."""
+    if resolved_precision(precision) == "bf16":
         return torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()

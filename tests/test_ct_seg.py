@@ -499,6 +499,9 @@ def test_fine_head_run_trains_the_head_only_and_bundles_a_verified_network(tmp_p
     card = (bundle_dir / "docs" / "README.md").read_text()
     assert "MONAI `unet` with a full-resolution head (`segmentation.networks.UNetWithFineHead`" in card
     assert "only a new full-resolution head trained, the UNet frozen), " in card
+    evaluation = json.loads((bundle_dir / "docs" / "evaluation.json").read_text())
+    assert evaluation["training"]["evaluated_precision"] == "fp32"  # a float32 run's bundle, measured in float32
+    assert "these and the real-series figures with a forward pass in float32:" in card
 
 
 def test_fine_head_setting_is_checked_in_the_config(ct):
@@ -576,6 +579,13 @@ def test_training_patch_and_start_weights_are_checked_in_the_config(ct):
                                            "blend_with_start": bad})
     with pytest.raises(ModelError, match=r"blend_with_start = 0.5: blending needs start weights; give init_from"):
         ct.CTTrainConfig.from_mapping({"task": "ct_phantom", "blend_with_start": 0.5})
+    with pytest.raises(ModelError, match=r"inference_precision = 'fp16': give one of fp32, bf16, auto"):
+        ct.CTTrainConfig.from_mapping({"task": "ct_phantom", "inference_precision": "fp16"})
+    precisions = {(trained, asked): ct.CTTrainConfig.from_mapping(
+        {"task": "ct_phantom", "precision": trained, **({"inference_precision": asked} if asked else {})}).spec().precision
+        for trained in ("fp32", "bf16") for asked in (None, "auto", "fp32")}
+    assert precisions == {("fp32", None): "fp32", ("bf16", None): "auto", ("fp32", "auto"): "auto",
+                          ("bf16", "auto"): "auto", ("fp32", "fp32"): "fp32", ("bf16", "fp32"): "fp32"}
     cfg = ct.CTTrainConfig.from_mapping({"task": "ct_phantom", "spleen_scales": [0.8, 1.6], "aortic_walls_mm": [0, 3],
                                          "spleen_wraps": [0, 1], "diaphragm_rises_mm": [0, 50]})
     assert cfg.variation() == ct.PhantomVariation(spleen_scales=(0.8, 1.6), aortic_walls_mm=(0.0, 3.0),
