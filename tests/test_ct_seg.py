@@ -502,6 +502,9 @@ def test_fine_head_run_trains_the_head_only_and_bundles_a_verified_network(tmp_p
     evaluation = json.loads((bundle_dir / "docs" / "evaluation.json").read_text())
     assert evaluation["training"]["evaluated_precision"] == "fp32"  # a float32 run's bundle, measured in float32
     assert "these and the real-series figures with a forward pass in float32:" in card
+    shipped_training = json.loads((shipped.root / "docs" / "evaluation.json").read_text())["training"]
+    first = ct.training_stages(shipped_training)[0]["config"]  # the run that compared the networks, not this one
+    assert f"{first['num_threads']} CPU\nthread(s), {first['precision']} forward pass), then scored" in card
 
 
 def test_fine_head_setting_is_checked_in_the_config(ct):
