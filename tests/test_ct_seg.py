@@ -463,7 +463,9 @@ def test_a_fine_head_runs_once_inside_the_vessel_box_at_inference(ct, shipped):
     reach = headed.HEAD_REACH
     core = tuple(slice(b.start + (reach if b.start > 0 else 0), b.stop - (reach if b.stop < n else 0))
                  for b, n in zip(box, image.shape))
-    assert torch.allclose(logits[(slice(None),) + core], whole[(slice(None),) + core], atol=1e-5)
+    # float32 rounding only: the box is convolved in other tiles than the whole volume (AVX2 CPUs differ by
+    # 2e-5 on logits up to ~100); a wrong region or a lost correction differs by far more
+    assert torch.allclose(logits[(slice(None),) + core], whole[(slice(None),) + core], rtol=1e-5, atol=1e-4)
     air = torch.full((32, 32, 32), -1000.0)
     assert ct.fine_head_box(ct.predict_logits(headed.unet, air, spec=spec), spec) is None
     assert torch.equal(ct.predict_logits(headed, air, spec=spec), ct.predict_logits(headed.unet, air, spec=spec))
